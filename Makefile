@@ -1,0 +1,32 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   installs into .venv if needed, then runs the main job on the data shipped in the project
+#   make test   installs into .venv if needed, then runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+EXTRAS ?= dev,monailabel
+
+# constraints.txt is applied to every install, pip's isolated build environments included, through
+# PIP_CONSTRAINT. That variable replaces a constraint file configured in pip.conf, so we pass that one on too.
+PIP_CONFIGURED_CONSTRAINT := $(shell $(PYTHON) -m pip config get global.constraint 2>/dev/null)
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt $(PIP_CONFIGURED_CONSTRAINT)
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; assert (3, 10) <= v <= (3, 12), f"nnunet-diet needs Python 3.10-3.12, {sys.executable} is {v}: make PYTHON=python3.12"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -e '.[$(EXTRAS)]'
+	touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/nnunet-diet pipeline -o demo_out
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""MONAI Label app serving training cases in DAD order (see docs)."""

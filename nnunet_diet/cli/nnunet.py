@@ -1,0 +1,129 @@
+"""nnU-Net commands: ``trainer-path``, ``lite-plans`` and ``prune`` (the split-file tool)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..core.errors import DietError
+from ..nnunet.config import centre_of
+
+EXT_FOLDER = Path(__file__).resolve().parent.parent / "nnunet" / "ext"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("trainer-path", help="folder to put in nnUNet_extTrainer (export nnUNet_extTrainer=$(...))",
+                       description="Print the folder through which nnU-Net >= 2.8 finds nnUNetTrainerDAD and its "
+                                   "short variants: export nnUNet_extTrainer=$(nnunet-diet trainer-path)")
+    p.set_defaults(func=lambda args: print(EXT_FOLDER) or 0)
+
+    p = sub.add_parser("lite-plans", help="derive small-network plans for CPU work (same preprocessed data)",
+                       description="Write <nnUNet_preprocessed>/<dataset>/<output>.json from the source plans with "
+                                   "features_per_stage = features x 2^stage (capped) and a small batch. Train with "
+                                   "-p <output>; the preprocessed data is shared.")
+    p.add_argument("-d", "--dataset", required=True, help="dataset id or name, e.g. 4 or Dataset004_Hippocampus")
+    p.add_argument("-p", "--plans", default="nnUNetPlans", help="source plans (default nnUNetPlans)")
+    p.add_argument("-o", "--output", default="nnUNetPlans_lite",
+                   help="name of the new plans (default nnUNetPlans_lite)")
+    p.add_argument("--features", type=int, default=8, help="features of the first stage (default 8)")
+    p.add_argument("--max-features", type=int, default=64, help="cap on features per stage (default 64)")
+    p.add_argument("--batch-size", type=int, default=2, help="batch size (default 2)")
+    p.set_defaults(func=run_lite_plans)
+
+    p = sub.add_parser("prune", help="remove cases from a fold's training list by DAD (or any per-case score)",
+                       description="Prune the training list of one fold of splits_final.json (validation untouched) "
+                                   "and append it as a new fold (or --replace the fold). The split file is written "
+                                   "atomically after a timestamped backup.")
+    p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
+    p.add_argument("-c", "--configuration", default="3d_fullres")
+    p.add_argument("-f", "--fold", type=int, required=True, help="fold whose training list is pruned")
+    p.add_argument("-tr", "--trainer", default="nnUNetTrainerDAD", help="trainer that wrote the scores")
+    p.add_argument("-p", "--plans", default="nnUNetPlans", help="plans the scores were trained with")
+    p.add_argument("--scores", type=Path, default=None,
+                   help="per-case CSV (id + score columns) or a fold folder; default: the fold's dad/scores.csv")
+    p.add_argument("--score", default="dad", help="score column: dad (default), el2n, el2nx, or any column")
+    p.add_argument("--easy-end", choices=["high", "low"], default=None,
+                   help="which end of the score is easy (known for dad, el2n, el2nx)")
+    p.add_argument("--rate", type=float, default=0.4, help="fraction of training cases removed (default 0.4)")
+    p.add_argument("--mode", choices=["ambiguous", "easy", "hard", "random"], default="ambiguous",
+                   help="what is kept: ambiguous (default: both tails rate/2 removed), easy, hard, random")
+    p.add_argument("--stratify", action="store_true", help="each centre keeps its share (centres from --centres "
+                   "or the scores' group column)")
+    p.add_argument("--centres", default=None, help="CSV id,centre or a regex whose first group is the centre")
+    p.add_argument("--unscored", choices=["keep", "remove", "error"], default="keep",
+                   help="cases with no score (not drawn in the scoring window): keep (default), remove, error")
+    p.add_argument("--replace", action="store_true", help="rewrite the fold in place instead of appending a fold")
+    p.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_prune)
+
+
+def run_lite_plans(args: argparse.Namespace) -> int:
+    from ..nnunet.paths import preprocessed_folder
+    from ..nnunet.plans import make_lite_plans
+
+    out = make_lite_plans(preprocessed_folder(args.dataset), args.plans, args.output, base_features=args.features,
+                          max_features=args.max_features, batch_size=args.batch_size)
+    print(f"wrote {out}\ntrain with: nnUNetv2_train {args.dataset} <configuration> <fold> -p {args.output} ...")
+    return 0
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    from ..nnunet import splits as sp
+    from ..nnunet.paths import preprocessed_folder, results_fold_folder
+
+    pre = preprocessed_folder(args.dataset)
+    plans_file = pre / f"{args.plans}.json"
+    if not plans_file.is_file():
+        raise DietError(f"{plans_file}: no such plans file")
+    configs = json.loads(plans_file.read_text()).get("configurations", {})
+    if args.configuration not in configs:
+        raise DietError(f"{plans_file}: no configuration {args.configuration!r} (has: {', '.join(configs)})")
+    identifiers = sp.case_identifiers(pre, configs[args.configuration]["data_identifier"])
+    splits, created = sp.load_or_create_splits(pre, identifiers)
+    if not 0 <= args.fold < len(splits):
+        raise DietError(f"fold {args.fold} does not exist: {pre / sp.SPLITS_FILE} has folds 0-{len(splits) - 1}")
+    scores_path = args.scores or results_fold_folder(args.dataset, args.trainer, args.plans, args.configuration,
+                                                      args.fold) / "dad" / "scores.csv"
+    if scores_path.is_dir():
+        inner = scores_path / "dad"
+        scores_path = (inner if inner.is_dir() else scores_path) / "scores.csv"
+    scores = sp.read_scores(scores_path, args.score)
+    unknown = sorted(set(scores["id"]) - set(identifiers))
+    if unknown:
+        raise DietError(f"{scores_path}: {len(unknown)} id(s) are not cases of {pre.name}, e.g. {unknown[0]}")
+    fold = splits[args.fold]
+    groups = None
+    if args.stratify:
+        if args.centres:
+            groups = centre_of(fold["train"], args.centres)
+        elif "group" in scores.columns:
+            groups = scores.set_index("id").loc[fold["train"], "group"].astype(str).to_numpy()
+        else:
+            raise DietError("--stratify needs --centres or a 'group' column in the scores")
+    result = sp.prune_fold(fold["train"], scores, args.score, args.rate, args.mode, groups=groups,
+                           easy_end=args.easy_end, seed=args.seed, unscored=args.unscored)
+    n_unscored = int(result.table["score"].isna().sum()) if args.mode != "random" else 0
+    if n_unscored:
+        print(f"note: {n_unscored} training case(s) have no {args.score} (not drawn in the scoring window): "
+              + {"keep": "kept", "remove": "removed"}[args.unscored])
+    new_fold = {"train": result.train, "val": list(fold["val"])}
+    target = args.fold if args.replace else len(splits)
+    print(sp.summary_table(result).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    action = f"replace fold {target}" if args.replace else f"append fold {target}"
+    print(f"{action}: {len(result.train)} training cases (removed {len(result.removed)}, mode {args.mode}, "
+          f"rate {args.rate:g}, score {args.score}), {len(new_fold['val'])} validation cases unchanged")
+    if args.dry_run:
+        print("dry run: nothing written")
+        return 0
+    if args.replace:
+        splits[target] = new_fold
+    else:
+        splits.append(new_fold)
+    backup = sp.write_splits(pre / sp.SPLITS_FILE, splits)
+    print(("created " if created else "updated ") + str(pre / sp.SPLITS_FILE)
+          + (f" (backup: {backup.name})" if backup else ""))
+    print(f"retrain with: nnUNetv2_train {args.dataset} {args.configuration} {target} -tr nnUNetTrainer "
+          f"-p {args.plans}")
+    return 0

@@ -1,0 +1,76 @@
+"""``nnunet-diet select``: a per-sample score table -> the ids to keep."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..core.errors import DietError
+from ..core.scores import SCORE_DIRECTIONS
+from ..core.selection import MODES, ccs, select
+from ..report.tables import atomic_write_text
+
+METHODS = tuple(SCORE_DIRECTIONS) + ("random", "ccs")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("select", help="keep a fraction of samples by a score column (EVA, DAD, EL2N, ..., CCS)",
+                       description="Read a per-sample CSV (e.g. from 'nnunet-diet scores'), rank by one method "
+                                   "and write the kept ids, one per line.")
+    p.add_argument("table", type=Path, help="per-sample CSV with an 'id' column and score columns")
+    p.add_argument("--method", required=True, help=f"score column or one of: {', '.join(METHODS)}")
+    p.add_argument("--keep", type=float, required=True, help="kept fraction in (0, 1) (pruning rate q = 1 - keep)")
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="which samples to keep (default: the paper's direction for the method, e.g. "
+                        "top for EVA, middle for DAD, bottom for AUM)")
+    p.add_argument("--stratify", metavar="COLUMN", default=None,
+                   help="keep each value of COLUMN (e.g. group) at its share")
+    p.add_argument("--hard-prune", type=float, default=0.1, help="CCS: fraction of hardest (lowest AUM) dropped first")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", type=Path, default=None, help="file for the kept ids (default: print them)")
+    p.set_defaults(func=run)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DietError(f"{path}: no such score table")
+    try:
+        table = pd.read_csv(path, dtype={"id": str, "group": str})
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise DietError(f"{path}: not a readable CSV ({exc})") from None
+    if "id" not in table.columns:
+        raise DietError(f"{path}: no 'id' column (columns: {', '.join(table.columns)})")
+    if table["id"].duplicated().any():
+        raise DietError(f"{path}: duplicate ids, e.g. {table['id'][table['id'].duplicated()].iloc[0]}")
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    table = _read_table(args.table)
+    method = args.method.lower()
+    column = "aum" if method == "ccs" else method
+    if method != "random" and column not in table.columns:
+        raise DietError(f"unknown method {args.method!r}: {args.table} has no such column; methods: "
+                        f"{', '.join(METHODS)} (columns here: {', '.join(table.columns)})")
+    groups = None
+    if args.stratify:
+        if args.stratify not in table.columns:
+            raise DietError(f"--stratify {args.stratify!r}: no such column in {args.table}")
+        groups = table[args.stratify].astype(str).to_numpy()
+    if method == "ccs":
+        kept = ccs(table[column].to_numpy(float), args.keep, hard_prune=args.hard_prune, seed=args.seed)
+    else:
+        mode = args.mode or ("random" if method == "random" else SCORE_DIRECTIONS.get(method, "top"))
+        scores = None if method == "random" else table[column].to_numpy(float)
+        kept = select(scores, args.keep, mode, groups=groups, seed=args.seed, n=len(table))
+    ids = table["id"].to_numpy()[np.sort(kept)]
+    text = "\n".join(map(str, ids)) + "\n"
+    if args.output:
+        atomic_write_text(args.output, text)
+        print(f"kept {len(ids)} of {len(table)} ids -> {args.output}")
+    else:
+        print(text, end="")
+    return 0

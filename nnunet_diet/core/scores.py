@@ -1,0 +1,95 @@
+"""Every score the recorded series allow, as one per-sample table (cleanlab-style columns)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .classification import aum, el2n, eva, forgetting_events
+from .dad import dad_trajectory
+from .selection import regions
+from .store import DynamicsStore
+
+__all__ = ["ScoreConfig", "score_table", "SCORE_DIRECTIONS"]
+
+# Which end of each score the papers keep: "top" = keep the highest values.
+SCORE_DIRECTIONS = {
+    "eva": "top",         # EVA: highest variance first
+    "el2n": "top",        # EL2N: hardest (largest error) first
+    "el2nx": "top",
+    "forgetting": "top",  # most forgotten first
+    "aum": "bottom",      # lowest margin first
+    "dad": "middle",      # DAD: keep the ambiguous middle
+}
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Parameters of every score; defaults follow the papers (see docs/algorithms.md)."""
+
+    window: int = 10                      # DAD Delta t
+    ignore_zeros: bool = False            # DAD code's non-zero averaging
+    absolute: bool = False                # moving distance: |dDAD| + |dsigma| instead of the signed sum
+    threshold: float = 0.01               # stop when L <= threshold * L_max
+    patience: int = 1                     # consecutive windows the stop condition must hold
+    rate: float = 0.4                     # pruning rate that defines the data-map regions
+    el2n_window: tuple[int, int] = (0, 10)
+    eva_early: tuple[int, int] = (0, 10)
+    eva_late: tuple[int, int] | None = None
+    eva_ddof: int = 0
+    eva_normalize: bool = False
+    eva_weights: tuple[float, float] = (1.0, 1.0)
+    never_learned: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def _clip(window: tuple[int, int], n_epochs: int) -> tuple[int, int]:
+    return window[0], min(window[1], n_epochs)
+
+
+def score_table(store: DynamicsStore, config: ScoreConfig = ScoreConfig()) -> tuple[dict[str, np.ndarray], dict]:
+    """Compute each score whose input series the store holds.
+
+    Series used: ``dice`` -> DAD, sigma, region, dad_rank (1 = lowest DAD = hardest);
+    ``el2n`` / ``el2nx`` (segmentation, per-epoch error norms) -> EL2N / EL2Nx;
+    ``error_norm`` -> EVA and EL2N; ``correct`` -> forgetting; ``margin`` -> AUM.
+
+    Returns:
+        ``(columns, summary)``: columns aligned with ``store.ids`` (starting with ``id`` and, when
+        known, ``group``), and a summary dict (DAD stop epoch, L_max, windows, ...).
+    """
+    cols: dict[str, np.ndarray] = {"id": store.ids}
+    if store.groups is not None:
+        cols["group"] = store.groups
+    summary: dict = {"n_samples": store.n_samples, "n_epochs": store.n_epochs, "series": store.names}
+    if "dice" in store:
+        traj = dad_trajectory(store["dice"], config.window, ignore_zeros=config.ignore_zeros,
+                              absolute=config.absolute, threshold=config.threshold, patience=config.patience)
+        dad, sigma = traj.at()
+        cols["dad"], cols["sigma"] = dad.astype(np.float64), sigma.astype(np.float64)
+        cols["region"] = regions(cols["dad"], config.rate)
+        order = np.argsort(np.where(np.isfinite(cols["dad"]), cols["dad"], np.inf), kind="stable")
+        rank = np.empty(store.n_samples, np.int64)
+        rank[order] = np.arange(1, store.n_samples + 1)
+        cols["dad_rank"] = rank
+        L = traj.moving_distance
+        summary.update(
+            dad_window=config.window,
+            dad_scored_at_epoch=int(traj.window_end_epochs[traj.stop if traj.stop is not None else -1]),
+            stop_epoch=traj.stop_epoch,
+            L_max=float(np.nanmax(L)) if np.isfinite(L).any() else None,
+            moving_distance=[None if not np.isfinite(v) else float(v) for v in L],
+        )
+    for name in ("el2n", "el2nx"):
+        if name in store:
+            cols[name] = el2n(store[name], _clip(config.el2n_window, store.n_epochs))
+    if "error_norm" in store:
+        cols["eva"] = eva(store["error_norm"], _clip(config.eva_early, store.n_epochs), config.eva_late,
+                          ddof=config.eva_ddof, normalize=config.eva_normalize, weights=config.eva_weights)
+        cols.setdefault("el2n", el2n(store["error_norm"], _clip(config.el2n_window, store.n_epochs)))
+    if "correct" in store:
+        cols["forgetting"] = forgetting_events(store["correct"], never_learned=config.never_learned)
+    if "margin" in store:
+        cols["aum"] = aum(store["margin"])
+    return cols, summary

@@ -1,0 +1,119 @@
+"""Settings of ``nnUNetTrainerDAD``, read from environment variables.
+
+nnU-Net builds trainers from a fixed constructor signature, so the trainer takes its settings
+from the environment (validated here, echoed into the training log):
+
+| variable | default | meaning |
+|---|---|---|
+| ``NNUNET_DIET_WINDOW`` | 10 | DAD window Delta t in epochs |
+| ``NNUNET_DIET_THRESHOLD`` | 0.01 | stop when L <= threshold x L_max |
+| ``NNUNET_DIET_PATIENCE`` | 1 | consecutive windows the stop condition must hold |
+| ``NNUNET_DIET_ABSOLUTE`` | 0 | 1: moving distance as sum of absolute changes |
+| ``NNUNET_DIET_IGNORE_ZEROS`` | 0 | 1: the DAD code's mean of non-zero Dice values |
+| ``NNUNET_DIET_STOP`` | 1 | 0: only report the stop epoch, train on to num_epochs |
+| ``NNUNET_DIET_RATE`` | 0.4 | pruning rate that defines the easy / ambiguous / hard regions |
+| ``NNUNET_DIET_CENTRES`` | (none) | CSV ``id,centre`` (or a regex with one group, applied to case ids) |
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import DietError
+from ..core.scores import ScoreConfig
+
+PREFIX = "NNUNET_DIET_"
+
+
+def _read(env: Mapping[str, str], name: str, kind, default, check, rule: str):
+    raw = env.get(PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise DietError(f"{PREFIX}{name}={raw!r}: expected {rule}") from None
+    if not check(value):
+        raise DietError(f"{PREFIX}{name}={raw!r}: expected {rule}")
+    return value
+
+
+def _flag(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+@dataclass(frozen=True)
+class DADConfig:
+    window: int = 10
+    threshold: float = 0.01
+    patience: int = 1
+    absolute: bool = False
+    ignore_zeros: bool = False
+    stop: bool = True
+    rate: float = 0.4
+    centres: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DADConfig:
+        env = os.environ if env is None else env
+        return cls(
+            window=_read(env, "WINDOW", int, 10, lambda v: v >= 1, "an integer >= 1"),
+            threshold=_read(env, "THRESHOLD", float, 0.01, lambda v: 0 < v < 1, "a number in (0, 1)"),
+            patience=_read(env, "PATIENCE", int, 1, lambda v: v >= 1, "an integer >= 1"),
+            absolute=_read(env, "ABSOLUTE", _flag, False, lambda v: True, "0 or 1"),
+            ignore_zeros=_read(env, "IGNORE_ZEROS", _flag, False, lambda v: True, "0 or 1"),
+            stop=_read(env, "STOP", _flag, True, lambda v: True, "0 or 1"),
+            rate=_read(env, "RATE", float, 0.4, lambda v: 0 < v < 1, "a number in (0, 1)"),
+            centres=env.get(PREFIX + "CENTRES") or None,
+        )
+
+    def score_config(self) -> ScoreConfig:
+        return ScoreConfig(window=self.window, ignore_zeros=self.ignore_zeros, absolute=self.absolute,
+                           threshold=self.threshold, patience=self.patience, rate=self.rate)
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in asdict(self).items())
+
+
+def centre_of(ids: list[str], spec: str | None) -> np.ndarray | None:
+    """Centre label per case id from a CSV mapping file (columns ``id,centre``) or a regex whose
+    first group is the centre; None when no spec is given."""
+    if not spec:
+        return None
+    path = Path(spec)
+    if path.is_file():
+        mapping = {}
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip() or (n == 1 and line.lower().startswith("id,")):
+                continue
+            parts = [p.strip() for p in line.split(",")]
+            if len(parts) < 2:
+                raise DietError(f"{path}:{n}: expected 'id,centre', got {line!r}")
+            mapping[parts[0]] = parts[1]
+        missing = [i for i in ids if i not in mapping]
+        if missing:
+            raise DietError(f"{path}: no centre for {len(missing)} case(s), e.g. {missing[0]}")
+        return np.array([mapping[i] for i in ids])
+    try:
+        pattern = re.compile(spec)
+    except re.error as exc:
+        raise DietError(f"centres {spec!r} is neither a file nor a valid regex ({exc})") from None
+    if pattern.groups < 1:
+        raise DietError(f"centre pattern {spec!r} needs one group, e.g. '^(kvasir|cvc)_'")
+    out = []
+    for i in ids:
+        m = pattern.search(i)
+        if not m:
+            raise DietError(f"centre pattern {spec!r} does not match case {i!r}")
+        out.append(m.group(1))
+    return np.array(out)

@@ -1,0 +1,39 @@
+"""Lite plans: a small network and batch on the same preprocessed data, for CPU work and tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..core.errors import DietError
+from ..report.tables import atomic_write_text
+
+
+def make_lite_plans(folder: Path, source: str = "nnUNetPlans", target: str = "nnUNetPlans_lite", *,
+                    base_features: int = 8, max_features: int = 64, batch_size: int = 2) -> Path:
+    """Write ``<folder>/<target>.json``: ``source`` with ``features_per_stage`` = base x 2^stage
+    (capped) and ``batch_size`` in every configuration. ``data_identifier`` is kept, so training
+    with ``-p <target>`` reuses the preprocessed data of ``source``."""
+    src = folder / f"{source}.json"
+    if not src.is_file():
+        raise DietError(f"{src}: no such plans file")
+    if target == source:
+        raise DietError("the lite plans need a name of their own (target == source)")
+    if base_features < 1 or max_features < base_features or batch_size < 1:
+        raise DietError(f"need 1 <= base_features <= max_features and batch_size >= 1; got {base_features}, "
+                        f"{max_features}, {batch_size}")
+    try:
+        plans = json.loads(src.read_text())
+    except json.JSONDecodeError as exc:
+        raise DietError(f"{src}: not valid JSON ({exc})") from None
+    plans["plans_name"] = target
+    for name, config in plans.get("configurations", {}).items():
+        if "batch_size" in config:
+            config["batch_size"] = batch_size
+        arch = config.get("architecture", {}).get("arch_kwargs", {})
+        if "features_per_stage" in arch:
+            arch["features_per_stage"] = [min(base_features * 2**i, max_features)
+                                          for i in range(len(arch["features_per_stage"]))]
+    out = folder / f"{target}.json"
+    atomic_write_text(out, json.dumps(plans, indent=2))
+    return out

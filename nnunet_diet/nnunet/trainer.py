@@ -1,0 +1,190 @@
+"""``nnUNetTrainerDAD``: nnU-Net's trainer plus per-case training dynamics and the DAD stop rule.
+
+Only recording and stopping are added; training itself is nnU-Net's. Each training iteration
+adds per-case TP/FP/FN and error-norm sums, taken from the highest-resolution output the loss
+already used, to an epoch accumulator; each epoch records per-case Dice, EL2N and EL2Nx in the
+dynamics store (``<fold>/dad/dynamics.npz``, rewritten atomically every epoch); every Delta t
+epochs DAD, sigma and the moving distance L are computed by the core library and logged. When the
+stop rule fires the run ends cleanly (``checkpoint_final.pth``; ``dad/state.json`` remembers the
+stop so that ``--c`` does not train on). Settings: :mod:`nnunet_diet.nnunet.config`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from ..core.accumulator import EpochAccumulator
+from ..core.dad import dad_trajectory
+from ..core.errors import DietError
+from ..core.store import DynamicsStore
+from ..report.tables import atomic_write_text
+from .config import DADConfig, centre_of
+from .ddp import all_gather_sums
+from .outputs import write_outputs
+from .recorder import SERIES, case_values, patch_sums
+
+LOG_KEYS = ("dad_mean_dice", "dad_moving_distance")
+
+
+class _DADStop(Exception):
+    """Raised after the epoch at which the stop rule fired, to leave nnU-Net's epoch loop."""
+
+
+class _RecordingLoss(torch.nn.Module):
+    """The trainer's loss, unchanged, plus a look at (output, target) during training steps."""
+
+    def __init__(self, loss: torch.nn.Module, trainer: nnUNetTrainerDAD) -> None:
+        super().__init__()
+        self.loss = loss
+        self._trainer = [trainer]  # a list: not registered as a submodule
+
+    def forward(self, output, target):
+        value = self.loss(output, target)
+        trainer = self._trainer[0]
+        if trainer._dad_keys is not None:
+            out = output[0] if isinstance(output, (list, tuple)) else output
+            tgt = target[0] if isinstance(target, (list, tuple)) else target
+            trainer._dad_acc.update(trainer._dad_keys, patch_sums(out, tgt, trainer.label_manager))
+        return value
+
+
+class nnUNetTrainerDAD(nnUNetTrainer):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.dad_config = DADConfig.from_env()
+        self.dad_folder = Path(self.output_folder) / "dad" if self.output_folder else None
+        self.dad_store: DynamicsStore | None = None
+        self.dad_stop_epoch: int | None = None
+        self._dad_acc = EpochAccumulator()
+        self._dad_keys = None
+
+    # ------------------------------------------------------------------ set-up
+    def initialize(self):
+        super().initialize()
+        self.loss = _RecordingLoss(self.loss, self)
+
+    def _state_file(self) -> Path:
+        return self.dad_folder / "state.json"
+
+    def on_train_start(self):
+        super().on_train_start()
+        self.print_to_log_file(f"nnunet-diet DAD settings: {self.dad_config.describe()}", also_print_to_console=True)
+        local = getattr(self.logger, "local_logger", self.logger)
+        for key in LOG_KEYS:
+            if key not in local.my_fantastic_logging:
+                local.my_fantastic_logging[key] = [np.nan] * self.current_epoch
+        train_ids = [str(k) for k in self.do_split()[0]]
+        groups = centre_of(train_ids, self.dad_config.centres)
+        self.dad_folder.mkdir(parents=True, exist_ok=True)
+        store_file = self.dad_folder / "dynamics.npz"
+        if self.current_epoch > 0 and store_file.is_file():  # --c: continue the records of this run
+            store = DynamicsStore.load(store_file)
+            if sorted(store.ids) != sorted(train_ids):
+                raise DietError(f"{store_file}: recorded cases differ from the training cases of fold {self.fold}")
+            store.truncate(self.current_epoch)  # epochs after the checkpoint are trained (and recorded) again
+            self.dad_store = store
+            state = json.loads(self._state_file().read_text()) if self._state_file().is_file() else {}
+            self.dad_stop_epoch = state.get("stop_epoch")
+        else:
+            self.dad_store = DynamicsStore(train_ids, SERIES, groups=groups, capacity=self.num_epochs, metadata={
+                "source": "nnUNetTrainerDAD", "trainer": self.__class__.__name__, "fold": self.fold,
+                "configuration": self.configuration_name, "plans": self.plans_manager.plans_name,
+                "dataset": self.plans_manager.dataset_name, "num_epochs": self.num_epochs,
+                "num_iterations_per_epoch": self.num_iterations_per_epoch, "dad": vars(self.dad_config)})
+            if self.local_rank == 0:
+                self._state_file().unlink(missing_ok=True)
+        if self.dad_stop_epoch is not None and self.dad_config.stop:
+            self.print_to_log_file(f"DAD stop rule fired at epoch {self.dad_stop_epoch}: not training on",
+                                   also_print_to_console=True)
+            raise _DADStop
+
+    # ------------------------------------------------------------------ recording
+    def train_step(self, batch: dict) -> dict:
+        self._dad_keys = [str(k) for k in batch["keys"]]
+        try:
+            return super().train_step(batch)
+        finally:
+            self._dad_keys = None
+
+    def on_train_epoch_end(self, train_outputs):
+        super().on_train_epoch_end(train_outputs)
+        ids, sums = all_gather_sums(self._dad_acc).aggregate()
+        if ids:
+            self.dad_store.record(self.current_epoch, ids, case_values(sums))
+        self._dad_acc.reset()
+        dice = self.dad_store["dice"][:, self.current_epoch] if self.current_epoch < self.dad_store.n_epochs \
+            else np.array([np.nan])
+        self.logger.log("dad_mean_dice", float(np.nanmean(dice)) if np.isfinite(dice).any() else np.nan,
+                        self.current_epoch)
+        self._dad_window_end()
+
+    def _dad_window_end(self) -> None:
+        cfg = self.dad_config
+        epoch = self.current_epoch
+        L_now = np.nan
+        if (epoch + 1) % cfg.window == 0 and np.isfinite(self.dad_store["dice"]).any():
+            traj = dad_trajectory(self.dad_store["dice"], cfg.window, ignore_zeros=cfg.ignore_zeros,
+                                  absolute=cfg.absolute, threshold=cfg.threshold, patience=cfg.patience)
+            L_now = traj.moving_distance[-1]
+            L_max = np.nanmax(traj.moving_distance) if np.isfinite(traj.moving_distance).any() else np.nan
+            self.print_to_log_file(f"DAD window ending at epoch {epoch}: moving distance L = {L_now:.4g} "
+                                   f"(L_max so far {L_max:.4g})")
+            if traj.stop is not None and self.dad_stop_epoch is None:
+                self.dad_stop_epoch = traj.stop_epoch
+                self.print_to_log_file(f"DAD stop rule: L <= {cfg.threshold:g} L_max at epoch {traj.stop_epoch}"
+                                       + ("; stopping" if cfg.stop else "; training on (NNUNET_DIET_STOP=0)"),
+                                       also_print_to_console=True)
+        self.logger.log("dad_moving_distance", float(L_now), epoch)
+        if self.local_rank == 0:
+            self.dad_store.save(self.dad_folder / "dynamics.npz")
+            atomic_write_text(self._state_file(), json.dumps({"stop_epoch": self.dad_stop_epoch,
+                                                              "recorded_epochs": self.dad_store.n_epochs}))
+
+    def on_epoch_end(self):
+        epoch = self.current_epoch
+        super().on_epoch_end()
+        if self.dad_config.stop and self.dad_stop_epoch is not None and self.dad_stop_epoch <= epoch:
+            raise _DADStop
+
+    # ------------------------------------------------------------------ end
+    def run_training(self):
+        try:
+            super().run_training()
+        except _DADStop:
+            self.on_train_end()
+
+    def on_train_end(self):
+        super().on_train_end()
+        if self.local_rank == 0 and self.dad_store is not None and self.dad_store.n_epochs >= self.dad_config.window:
+            write_outputs(self.dad_store, self.dad_config, self.dad_folder, num_epochs=self.num_epochs,
+                          stop_epoch=self.dad_stop_epoch)
+            self.print_to_log_file(f"DAD scores, plots and summary written to {self.dad_folder}",
+                                   also_print_to_console=True)
+        elif self.local_rank == 0:
+            self.print_to_log_file(f"DAD: fewer than {self.dad_config.window} epochs recorded; no scores written",
+                                   also_print_to_console=True)
+
+
+
+class nnUNetTrainerDADAdam(nnUNetTrainerDAD):
+    """``nnUNetTrainerDAD`` with the DAD paper's optimiser: Adam, lr 3e-3, nnU-Net's poly schedule.
+
+    On CPU with lite plans it leaves the all-background phase far sooner than nnU-Net's SGD
+    (see docs/benchmarks.md), which the short CPU schedules need to produce a usable DAD ranking.
+    """
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = 3e-3
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)

@@ -1,0 +1,1 @@
+"""Views over the per-sample score table: CSV files, plots, summaries."""

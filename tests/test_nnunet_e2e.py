@@ -1,0 +1,234 @@
+"""End to end with the real nnU-Net CLIs on CPU: plan and preprocess 10 real hippocampus cases, train
+a short nnUNetTrainerDAD variant on lite plans, check the records, prune the split file, retrain on the
+pruned fold, and resume a killed run with --c."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nnunet_diet.core.dad import dad_trajectory
+from nnunet_diet.core.store import DynamicsStore
+
+BIN = Path(sys.executable).parent
+EXAMPLE = Path(__file__).resolve().parent.parent / "nnunet_diet" / "examples" / "hippocampus40"
+DATASET = "Dataset991_Hippo10"
+N_CASES = 10
+
+
+def _env(root: Path, **extra) -> dict:
+    env = dict(os.environ, nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "pre"),
+               nnUNet_results=str(root / "res"), nnUNet_def_n_proc="1",
+               NNUNET_DIET_WINDOW="2", OMP_NUM_THREADS="2")
+    env["nnUNet_extTrainer"] = subprocess.run([BIN / "nnunet-diet", "trainer-path"], capture_output=True,
+                                              text=True, check=True).stdout.strip()
+    env.update(extra)
+    return env
+
+
+def _run(args, env, check=True, timeout=600):
+    proc = subprocess.run([str(a) for a in args], env=env, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, f"{args}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def _train(env, fold, trainer="nnUNetTrainerDAD_6epochs_3iters", *extra, check=True):
+    env = dict(env, nnUNet_n_proc_DA="0")  # augmentation in-process: no worker processes on 2 cores
+    return _run([BIN / "nnUNetv2_train", "991", "3d_fullres", fold, "-tr", trainer, "-p", "nnUNetPlans_lite",
+                 "-device", "cpu", *extra], env, check=check)
+
+
+def _fold_folder(root: Path, fold, trainer="nnUNetTrainerDAD_6epochs_3iters") -> Path:
+    return root / "res" / DATASET / f"{trainer}__nnUNetPlans_lite__3d_fullres" / f"fold_{fold}"
+
+
+@pytest.fixture(scope="module")
+def nnunet_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nnunet")
+    raw = root / "raw" / DATASET
+    (raw / "imagesTr").mkdir(parents=True)
+    (raw / "labelsTr").mkdir()
+    cases = sorted(p.name for p in (EXAMPLE / "labelsTr").iterdir())[:N_CASES]
+    for name in cases:
+        case = name.removesuffix(".nii.gz")
+        shutil.copy(EXAMPLE / "imagesTr" / f"{case}_0000.nii.gz", raw / "imagesTr")
+        shutil.copy(EXAMPLE / "labelsTr" / name, raw / "labelsTr")
+    meta = json.loads((EXAMPLE / "dataset.json").read_text())
+    meta["numTraining"] = N_CASES
+    (raw / "dataset.json").write_text(json.dumps(meta))
+    env = _env(root)
+    _run([BIN / "nnUNetv2_plan_and_preprocess", "-d", "991", "-c", "3d_fullres", "-np", "1", "-npfp", "1"], env)
+    _run([BIN / "nnunet-diet", "lite-plans", "-d", "991", "--features", "4", "--max-features", "32"], env)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(nnunet_root):
+    """Fold 0 trained for 6 epochs (3 windows of 2) with the DAD trainer, stop rule off."""
+    proc = _train(_env(nnunet_root, NNUNET_DIET_STOP="0"), 0)
+    return nnunet_root, proc
+
+
+def test_training_records_every_case_and_writes_outputs(trained):
+    root, proc = trained
+    dad = _fold_folder(root, 0) / "dad"
+    splits = json.loads((root / "pre" / DATASET / "splits_final.json").read_text())
+    store = DynamicsStore.load(dad / "dynamics.npz")
+    assert sorted(store.ids) == sorted(splits[0]["train"])
+    assert store.names == ["dice", "el2n", "el2nx"] and store.n_epochs == 6
+    seen = np.isfinite(store["el2n"])
+    assert seen.any(axis=0).all()  # every epoch recorded some cases
+    # batch 2 x 3 iterations = 6 draws per epoch from 8 cases: some cases are unseen (NaN), never 0-filled
+    assert (seen.sum(axis=0) <= 6).all()
+    assert np.all((store["el2n"][seen] >= 0) & (store["el2n"][seen] <= np.sqrt(2)))
+    table = pd.read_csv(dad / "scores.csv")
+    assert list(table.columns) == ["id", "dad", "sigma", "region", "dad_rank", "el2n", "el2nx"]
+    assert sorted(table["id"]) == sorted(store.ids)
+    summary = json.loads((dad / "summary.json").read_text())
+    assert summary["epochs_trained"] == 6 and summary["num_epochs"] == 6 and summary["dad_window"] == 2
+    assert len(summary["moving_distance"]) == 3
+    for png in ("moving_distance.png", "data_map.png"):
+        assert (dad / png).stat().st_size > 1000
+    log = next(_fold_folder(root, 0).glob("training_log_*.txt")).read_text()
+    assert "nnunet-diet DAD settings: window=2" in log and "stop=False" in log
+    assert log.count("DAD window ending at epoch") == 3
+    assert (_fold_folder(root, 0) / "checkpoint_final.pth").is_file()
+
+
+def test_prune_appends_a_fold_and_nnunet_trains_on_it(trained):
+    root, _ = trained
+    env = _env(root)
+    split_file = root / "pre" / DATASET / "splits_final.json"
+    before = json.loads(split_file.read_text())
+    prune = [BIN / "nnunet-diet", "prune", "-d", "991", "-c", "3d_fullres", "-f", "0", "-tr",
+             "nnUNetTrainerDAD_6epochs_3iters", "-p", "nnUNetPlans_lite", "--rate", "0.4"]
+    dry = _run(prune + ["--dry-run"], env)
+    assert "append fold 5" in dry.stdout and "dry run: nothing written" in dry.stdout
+    assert json.loads(split_file.read_text()) == before
+    _run(prune, env)
+    after = json.loads(split_file.read_text())
+    assert after[:5] == before and len(after) == 6
+    assert after[5]["val"] == before[0]["val"]
+    assert set(after[5]["train"]) < set(before[0]["train"]) and len(after[5]["train"]) == 5  # ceil(0.6 x 8)
+    assert list(split_file.parent.glob("splits_final.json.*.bak"))
+    _train(_env(root, NNUNET_DIET_STOP="0"), 5, "nnUNetTrainerDAD_5epochs_5iters")
+    retrained = DynamicsStore.load(_fold_folder(root, 5, "nnUNetTrainerDAD_5epochs_5iters") / "dad" / "dynamics.npz")
+    assert sorted(retrained.ids) == sorted(after[5]["train"])  # nnU-Net trained on the pruned list
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-d", "999", "-f", "0"], "unknown dataset '999'"),
+        (["-d", "991", "-f", "9"], "fold 9 does not exist"),
+        (["-d", "991", "-f", "0", "--rate", "1.5"], r"rate must be in (0, 1), got 1.5"),
+        (["-d", "991", "-f", "1"], "no such scores file"),
+        (["-d", "991", "-f", "0", "--scores", "{bad_ids}"], "id(s) are not cases of Dataset991_Hippo10"),
+        (["-d", "991", "-f", "0", "-c", "5d"], "no configuration '5d'"),
+        (["-d", "991", "-f", "0", "-c", "2d"], "nnUNetPlans_2d: no preprocessed data for this configuration"),
+    ],
+)
+def test_prune_bad_input_writes_nothing(trained, tmp_path, args, message):
+    root, _ = trained
+    split_file = root / "pre" / DATASET / "splits_final.json"
+    before = split_file.read_text()
+    bad_ids = tmp_path / "bad.csv"
+    bad_ids.write_text("id,dad\nhippocampus_999,0.5\n")
+    proc = _run([BIN / "nnunet-diet", "prune", "-tr", "nnUNetTrainerDAD_6epochs_3iters", "-p", "nnUNetPlans_lite",
+                 *[a.format(bad_ids=bad_ids) for a in args]], _env(root), check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert split_file.read_text() == before
+
+
+def test_prune_rejects_a_malformed_split_file(trained):
+    root, _ = trained
+    split_file = root / "pre" / DATASET / "splits_final.json"
+    good = split_file.read_text()
+    try:
+        split_file.write_text('{"train": "oops"}')
+        proc = _run([BIN / "nnunet-diet", "prune", "-d", "991", "-f", "0", "-tr", "nnUNetTrainerDAD_6epochs_3iters",
+                     "-p", "nnUNetPlans_lite"], _env(root), check=False)
+        assert proc.returncode == 2 and "malformed split file" in proc.stderr
+        assert split_file.read_text() == '{"train": "oops"}'
+    finally:
+        split_file.write_text(good)
+
+
+def test_kill_and_continue_keeps_records_without_gaps_or_duplicates(nnunet_root):
+    root = nnunet_root
+    env = _env(root, NNUNET_DIET_STOP="0", nnUNet_n_proc_DA="0")
+    trainer = "nnUNetTrainerDAD_10epochs_3iters"
+    folder = _fold_folder(root, 1, trainer)
+    args = [BIN / "nnUNetv2_train", "991", "3d_fullres", "1", "-tr", trainer, "-p", "nnUNetPlans_lite", "-device",
+            "cpu"]
+    proc = subprocess.Popen([str(a) for a in args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    state = folder / "dad" / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if state.is_file() and json.loads(state.read_text())["recorded_epochs"] >= 4:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = DynamicsStore.load(folder / "dad" / "dynamics.npz")
+    assert 4 <= before.n_epochs < 10
+    _run(args + ["--c"], env)
+    after = DynamicsStore.load(folder / "dad" / "dynamics.npz")
+    assert after.n_epochs == 10
+    assert np.isfinite(after["el2n"]).any(axis=0).all()  # no gap
+    assert (np.isfinite(after["el2n"]).sum(axis=0) <= 6).all()  # no epoch recorded twice (6 draws an epoch)
+    # checkpoint_latest is written every epoch after the records, so the run resumed at the last recorded
+    # epoch or the one before: every earlier epoch is kept exactly as it was
+    rows = after.index_of(before.ids)
+    np.testing.assert_array_equal(after["el2n"][rows, : before.n_epochs - 1],
+                                  before["el2n"][:, : before.n_epochs - 1])
+    log = "".join(p.read_text() for p in sorted(folder.glob("training_log_*.txt")))
+    assert log.count("nnunet-diet DAD settings") == 2
+
+
+def test_stop_rule_ends_the_run_and_continue_does_not_train_on(nnunet_root):
+    # absolute L >= 0 and a 0.999 threshold: the rule fires at the first window that is not a new maximum
+    env = _env(nnunet_root, NNUNET_DIET_ABSOLUTE="1", NNUNET_DIET_THRESHOLD="0.999")
+    trainer = "nnUNetTrainerDADAdam_20epochs_3iters"
+    folder = _fold_folder(nnunet_root, 2, trainer)
+    _train(env, 2, trainer)
+    state = json.loads((folder / "dad" / "state.json").read_text())
+    summary = json.loads((folder / "dad" / "summary.json").read_text())
+    store = DynamicsStore.load(folder / "dad" / "dynamics.npz")
+    stop = state["stop_epoch"]
+    assert stop is not None and store.n_epochs == stop + 1 < 20
+    assert summary["stopped_early"] and summary["stop_epoch"] == stop and summary["epochs_trained"] == stop + 1
+    assert (folder / "checkpoint_final.pth").is_file() and not (folder / "checkpoint_latest.pth").exists()
+    traj = dad_trajectory(store["dice"], 2, absolute=True, threshold=0.999)
+    assert traj.stop_epoch == stop  # the core, run on the saved records, agrees with the trainer
+    _train(env, 2, trainer, "--c")
+    again = DynamicsStore.load(folder / "dad" / "dynamics.npz")
+    assert again.n_epochs == store.n_epochs
+    np.testing.assert_array_equal(again["dice"], store["dice"])
+    log = "".join(p.read_text() for p in sorted(folder.glob("training_log_*.txt")))
+    assert f"DAD stop rule fired at epoch {stop}: not training on" in log
+
+
+def test_pipeline_command_runs_every_step(nnunet_root, tmp_path):
+    raw = tmp_path / "Hippo10"
+    shutil.copytree(nnunet_root / "raw" / DATASET, raw)
+    env = {k: v for k, v in _env(nnunet_root).items() if not k.startswith("nnUNet_")}
+    proc = _run([BIN / "nnunet-diet", "pipeline", "-o", tmp_path / "out", "--raw", raw, "--dataset-id", "992",
+                 "--epochs", "6", "--iterations", "3", "--window", "2", "--retrain-epochs", "5"], env)
+    for step in ("plan and preprocess", "lite plans", "train nnUNetTrainerDADAdam_6epochs_3iters", "prune 40%",
+                 "retrain on the pruned fold 5", "moving distance L per window"):
+        assert step in proc.stdout
+    dad = tmp_path / "out" / "nnUNet_results" / "Dataset992_Hippo10" / \
+        "nnUNetTrainerDADAdam_6epochs_3iters__nnUNetPlans_lite__3d_fullres" / "fold_0" / "dad"
+    assert (dad / "scores.csv").is_file() and (dad / "data_map.png").is_file()

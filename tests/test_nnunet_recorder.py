@@ -1,0 +1,96 @@
+"""Per-case aggregation of nnUNetTrainerDAD against nnU-Net's own get_tp_fp_fn_tn, on hand-made batches."""
+
+import numpy as np
+import pytest
+import torch
+from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
+from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+from nnunet_diet.core.accumulator import EpochAccumulator
+from nnunet_diet.core.segmentation import error_norms
+from nnunet_diet.nnunet.recorder import case_values, patch_sums
+
+AXES = (2, 3, 4)
+
+
+def _onehot(index: torch.Tensor, channels: int) -> torch.Tensor:
+    return torch.zeros(index.shape[0], channels, *index.shape[2:]).scatter_(1, index.long(), 1)
+
+
+def test_labels_match_nnunet_and_the_numpy_reference():
+    g = torch.Generator().manual_seed(0)
+    lm = LabelManager({"background": 0, "anterior": 1, "posterior": 2}, None)
+    output = torch.randn(3, 3, 4, 5, 6, generator=g) * 3
+    target = torch.randint(0, 3, (3, 1, 4, 5, 6), generator=g)
+    target[2] = 0                       # a patch with no foreground at all ...
+    output[2, 0] = 10                   # ... predicted as background: TP = FP = FN = 0
+    sums = patch_sums(output, target, lm)
+    tp, fp, fn, _ = get_tp_fp_fn_tn(_onehot(output.argmax(1, keepdim=True), 3), target, axes=AXES)
+    np.testing.assert_allclose(sums["tp"], tp[:, 1:].numpy())
+    np.testing.assert_allclose(sums["fp"], fp[:, 1:].numpy())
+    np.testing.assert_allclose(sums["fn"], fn[:, 1:].numpy())
+    el2n, el2nx = error_norms(torch.softmax(output, 1).numpy(), target[:, 0].numpy())
+    values = case_values(sums)
+    np.testing.assert_allclose(values["el2n"], el2n, rtol=1e-5)
+    np.testing.assert_allclose(values["el2nx"][:2], el2nx[:2], rtol=1e-5)
+    assert np.isnan(values["el2nx"][2]) and np.isnan(values["dice"][2])  # empty foreground: NaN, not 0
+    t, f, n = (a[:2].sum(axis=1) for a in (tp[:, 1:].numpy(), fp[:, 1:].numpy(), fn[:, 1:].numpy()))
+    np.testing.assert_allclose(values["dice"][:2], 2 * t / (2 * t + f + n), rtol=1e-6)
+
+
+def test_ignore_label_is_masked_as_in_validation_step():
+    g = torch.Generator().manual_seed(1)
+    lm = LabelManager({"background": 0, "lesion": 1, "ignore": 2}, None)
+    assert lm.has_ignore_label and lm.ignore_label == 2
+    output = torch.randn(2, 2, 4, 4, 4, generator=g) * 3
+    target = torch.randint(0, 3, (2, 1, 4, 4, 4), generator=g)
+    original = target.clone()
+    sums = patch_sums(output, target, lm)
+    assert torch.equal(target, original)  # the loss's target is not modified
+    mask = (target != 2).float()
+    clean = torch.where(target == 2, 0, target)
+    tp, fp, fn, _ = get_tp_fp_fn_tn(_onehot(output.argmax(1, keepdim=True), 2), clean, axes=AXES, mask=mask)
+    np.testing.assert_allclose(sums["tp"], tp[:, 1:].numpy())
+    np.testing.assert_allclose(sums["fp"], fp[:, 1:].numpy())
+    np.testing.assert_allclose(sums["fn"], fn[:, 1:].numpy())
+    assert np.array_equal(sums["n_voxels"], mask.sum(AXES).reshape(-1).numpy())
+    norm = torch.linalg.vector_norm(torch.softmax(output, 1) - _onehot(clean, 2), dim=1, keepdim=True)
+    np.testing.assert_allclose(sums["el2n_sum"], (norm * mask).sum(AXES).reshape(-1).numpy(), rtol=1e-5)
+    fg = (clean > 0).float() * mask
+    np.testing.assert_allclose(sums["el2nx_sum"], (norm * fg).sum(AXES).reshape(-1).numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("with_ignore", [False, True])
+def test_regions_use_sigmoid_and_keep_every_region(with_ignore):
+    g = torch.Generator().manual_seed(2)
+    labels = {"background": 0, "whole": (1, 2), "core": 2}
+    if with_ignore:
+        labels["ignore"] = 3
+    lm = LabelManager(labels, regions_class_order=[1, 2])
+    assert lm.has_regions
+    output = torch.randn(2, 2, 4, 4, 4, generator=g) * 3
+    regions = torch.randint(0, 2, (2, 2, 4, 4, 4), generator=g)
+    ignore = torch.randint(0, 2, (2, 1, 4, 4, 4), generator=g)
+    target = torch.cat([regions, ignore], 1) if with_ignore else regions
+    sums = patch_sums(output, target, lm)
+    mask = (1 - ignore).float() if with_ignore else None
+    tp, fp, fn, _ = get_tp_fp_fn_tn((torch.sigmoid(output) > 0.5).float(), regions, axes=AXES, mask=mask)
+    assert sums["tp"].shape == (2, 2)
+    np.testing.assert_allclose(sums["tp"], tp.numpy())
+    np.testing.assert_allclose(sums["fp"], fp.numpy())
+    np.testing.assert_allclose(sums["fn"], fn.numpy())
+
+
+def test_patches_of_one_case_are_pooled_before_dice():
+    lm = LabelManager({"background": 0, "fg": 1}, None)
+    target = torch.zeros(2, 1, 2, 2, 2, dtype=torch.int64)
+    target[:, :, 0] = 1                                   # 4 foreground voxels per patch
+    output = torch.zeros(2, 2, 2, 2, 2)
+    output[0, 1] = 5                                      # patch 0: all foreground -> TP 4, FP 4
+    output[1, 0] = 5                                      # patch 1: all background -> FN 4
+    acc = EpochAccumulator()
+    acc.update(["case_a", "case_a"], patch_sums(output, target, lm))
+    ids, sums = acc.aggregate()
+    assert ids == ["case_a"]
+    # pooled: TP 4, FP 4, FN 4 -> 8 / 16; the mean of per-patch Dice would be (2/3 + 0) / 2
+    assert case_values(sums)["dice"][0] == pytest.approx(0.5)
