@@ -78,3 +78,25 @@ def test_bad_input_is_a_clear_message(args, message, store_file, tmp_path):
     proc = run(*[a.format(csv=csv) for a in args], check=False)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "nnunet_diet" / "examples"
+
+
+def test_scores_on_the_shipped_real_dynamics(tmp_path):
+    """The two real example stores (README): every score their series allow, finite for every sample."""
+    hippo = tmp_path / "hippo.csv"
+    run("scores", EXAMPLES / "hippocampus_dice.npz", "-o", hippo)
+    table = pd.read_csv(hippo)
+    assert len(table) == 40 and table["id"].str.startswith("hippocampus_").all()
+    assert table[["dad", "sigma", "el2n", "el2nx"]].notna().all().all()
+    assert table["region"].value_counts().to_dict() == {"ambiguous": 24, "hard": 8, "easy": 8}
+
+    pneumonia = tmp_path / "pneumonia.csv"
+    run("scores", EXAMPLES / "pneumoniamnist_dynamics.npz", "-o", pneumonia, "--eva-late", 20, 30)
+    table = pd.read_csv(pneumonia)
+    assert len(table) == 800 and set(table["group"].astype(str)) == {"0", "1"}
+    assert {"eva", "el2n", "forgetting", "aum"} <= set(table.columns)
+    assert table[["eva", "el2n", "forgetting", "aum"]].notna().all().all()
+    # Hard samples have a large early error (EL2N) and a small margin (AUM): the two rankings agree.
+    assert table["el2n"].corr(table["aum"], method="spearman") < -0.9

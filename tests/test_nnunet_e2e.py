@@ -232,3 +232,21 @@ def test_pipeline_command_runs_every_step(nnunet_root, tmp_path):
     dad = tmp_path / "out" / "nnUNet_results" / "Dataset992_Hippo10" / \
         "nnUNetTrainerDADAdam_6epochs_3iters__nnUNetPlans_lite__3d_fullres" / "fold_0" / "dad"
     assert (dad / "scores.csv").is_file() and (dad / "data_map.png").is_file()
+
+
+def test_exact_mode_scores_every_case_on_fixed_patches(nnunet_root):
+    env = _env(nnunet_root, NNUNET_DIET_STOP="0", NNUNET_DIET_EXACT_EVERY="2")
+    _train(env, 3)
+    folder = _fold_folder(nnunet_root, 3)
+    store = DynamicsStore.load(folder / "dad" / "dynamics.npz")
+    assert store.names == ["dice", "el2n", "el2nx", "dice_exact", "el2n_exact", "el2nx_exact"]
+    exact = np.isfinite(store["el2n_exact"])
+    assert exact[:, [1, 3, 5]].all() and not exact[:, [0, 2, 4]].any()  # every case, every 2nd epoch
+    assert np.isfinite(store["dice_exact"][:, 5]).sum() >= len(store.ids) - 1  # a patch can miss all foreground
+    summary = json.loads((folder / "dad" / "summary.json").read_text())
+    assert summary["dad_series"] == "dice_exact" and summary["settings"]["exact_every"] == 2
+    table = pd.read_csv(folder / "dad" / "scores.csv")
+    traj = dad_trajectory(store["dice_exact"], 2)
+    np.testing.assert_allclose(table["dad"], traj.dad[-1], rtol=1e-5)  # DAD comes from the exact series
+    log = next(folder.glob("training_log_*.txt")).read_text()
+    assert log.count("DAD exact mode: 8 cases evaluated on fixed patches") == 3

@@ -54,33 +54,46 @@ def _step(title: str, args: list, env: dict, log: Path | None = None) -> None:
     print(f"   done in {time.time() - t0:.0f} s" + (f" (log: {log})" if log else ""), flush=True)
 
 
-def run(args: argparse.Namespace) -> int:
-    raw_src = args.raw
-    if not (raw_src / "dataset.json").is_file():
-        raise DietError(f"{raw_src}: not an nnU-Net raw dataset (no dataset.json)")
-    out = args.output.resolve()
-    name = f"Dataset{args.dataset_id:03d}_{raw_src.name}"
+def nnunet_env(out: Path, **extra: str) -> dict:
+    """Environment for nnU-Net's commands with its three folders under ``out`` and our trainers found."""
     env = dict(os.environ, nnUNet_raw=str(out / "nnUNet_raw"), nnUNet_preprocessed=str(out / "nnUNet_preprocessed"),
                nnUNet_results=str(out / "nnUNet_results"), nnUNet_def_n_proc="2",
-               nnUNet_extTrainer=str(Path(__file__).resolve().parent.parent / "nnunet" / "ext"),
-               NNUNET_DIET_WINDOW=str(args.window))
+               nnUNet_extTrainer=str(Path(__file__).resolve().parent.parent / "nnunet" / "ext"), **extra)
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         Path(env[key]).mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def prepare(raw_src: Path, dataset_id: int, env: dict, logs: Path) -> str:
+    """Copy a raw dataset into ``nnUNet_raw``, plan and preprocess it (once) and derive lite plans;
+    returns the dataset name."""
+    if not (raw_src / "dataset.json").is_file():
+        raise DietError(f"{raw_src}: not an nnU-Net raw dataset (no dataset.json)")
+    name = f"Dataset{dataset_id:03d}_{raw_src.name}"
     raw = Path(env["nnUNet_raw"]) / name
     if not raw.exists():
         shutil.copytree(raw_src, raw)
-    print(f"dataset {name}: {len(list((raw / 'labelsTr').iterdir()))} cases; nnU-Net folders under {out}")
-    d = str(args.dataset_id)
-    trainer = f"nnUNetTrainerDADAdam_{args.epochs}epochs_{args.iterations}iters"
-    retrainer = f"nnUNetTrainerDADAdam_{args.retrain_epochs}epochs_{args.iterations}iters"
-    logs = out / "logs"
-    logs.mkdir(exist_ok=True)
-    t0 = time.time()
+    print(f"dataset {name}: {len(list((raw / 'labelsTr').iterdir()))} cases; nnU-Net folders under "
+          f"{Path(env['nnUNet_raw']).parent}")
+    logs.mkdir(parents=True, exist_ok=True)
+    d = str(dataset_id)
     if not (Path(env["nnUNet_preprocessed"]) / name / "nnUNetPlans.json").is_file():
         _step("plan and preprocess", [BIN / "nnUNetv2_plan_and_preprocess", "-d", d, "-c", "3d_fullres", "-np", "2",
                                       "-npfp", "2"], env, logs / "preprocess.log")
     _step("lite plans (small network and batch, same preprocessed data)",
           [BIN / "nnunet-diet", "lite-plans", "-d", d], env)
+    return name
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.output.resolve()
+    env = nnunet_env(out, NNUNET_DIET_WINDOW=str(args.window))
+    logs = out / "logs"
+    t0 = time.time()
+    name = prepare(args.raw, args.dataset_id, env, logs)
+    d = str(args.dataset_id)
+    trainer = f"nnUNetTrainerDADAdam_{args.epochs}epochs_{args.iterations}iters"
+    retrainer = f"nnUNetTrainerDADAdam_{args.retrain_epochs}epochs_{args.iterations}iters"
     _step(f"train {trainer} on fold 0, recording per-case Dice (DAD window {args.window})",
           [BIN / "nnUNetv2_train", d, "3d_fullres", "0", "-tr", trainer, "-p", "nnUNetPlans_lite",
            "-device", args.device], env, logs / "train_fold0.log")

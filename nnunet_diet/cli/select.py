@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.atomic import atomic_write_text
 from ..core.errors import DietError
 from ..core.scores import SCORE_DIRECTIONS
 from ..core.selection import MODES, ccs, select
-from ..report.tables import atomic_write_text
 
 METHODS = tuple(SCORE_DIRECTIONS) + ("random", "ccs")
 

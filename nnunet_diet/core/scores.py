@@ -29,6 +29,7 @@ class ScoreConfig:
     """Parameters of every score; defaults follow the papers (see docs/algorithms.md)."""
 
     window: int = 10                      # DAD Delta t
+    dad_series: str = "dice"              # series DAD is computed from ("dice_exact": exact mode)
     ignore_zeros: bool = False            # DAD code's non-zero averaging
     absolute: bool = False                # moving distance: |dDAD| + |dsigma| instead of the signed sum
     threshold: float = 0.01               # stop when L <= threshold * L_max
@@ -51,7 +52,7 @@ def _clip(window: tuple[int, int], n_epochs: int) -> tuple[int, int]:
 def score_table(store: DynamicsStore, config: ScoreConfig = ScoreConfig()) -> tuple[dict[str, np.ndarray], dict]:
     """Compute each score whose input series the store holds.
 
-    Series used: ``dice`` -> DAD, sigma, region, dad_rank (1 = lowest DAD = hardest);
+    Series used: ``dice`` (or ``config.dad_series``) -> DAD, sigma, region, dad_rank (1 = lowest DAD = hardest);
     ``el2n`` / ``el2nx`` (segmentation, per-epoch error norms) -> EL2N / EL2Nx;
     ``error_norm`` -> EVA and EL2N; ``correct`` -> forgetting; ``margin`` -> AUM.
 
@@ -63,8 +64,8 @@ def score_table(store: DynamicsStore, config: ScoreConfig = ScoreConfig()) -> tu
     if store.groups is not None:
         cols["group"] = store.groups
     summary: dict = {"n_samples": store.n_samples, "n_epochs": store.n_epochs, "series": store.names}
-    if "dice" in store:
-        traj = dad_trajectory(store["dice"], config.window, ignore_zeros=config.ignore_zeros,
+    if config.dad_series in store:
+        traj = dad_trajectory(store[config.dad_series], config.window, ignore_zeros=config.ignore_zeros,
                               absolute=config.absolute, threshold=config.threshold, patience=config.patience)
         dad, sigma = traj.at()
         cols["dad"], cols["sigma"] = dad.astype(np.float64), sigma.astype(np.float64)
@@ -75,6 +76,7 @@ def score_table(store: DynamicsStore, config: ScoreConfig = ScoreConfig()) -> tu
         cols["dad_rank"] = rank
         L = traj.moving_distance
         summary.update(
+            dad_series=config.dad_series,
             dad_window=config.window,
             dad_scored_at_epoch=int(traj.window_end_epochs[traj.stop if traj.stop is not None else -1]),
             stop_epoch=traj.stop_epoch,

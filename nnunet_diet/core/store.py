@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_open
 from .errors import DietError
 
 __all__ = ["DynamicsStore"]
@@ -280,7 +280,6 @@ class DynamicsStore:
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {
             "format": np.array(_FORMAT),
             "ids": self._ids,
@@ -291,17 +290,8 @@ class DynamicsStore:
             arrays["groups"] = self._groups
         for i, name in enumerate(self.names):
             arrays[f"series_{i}"] = self.series(name)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "wb") as fh:
+            np.savez(fh, **arrays)
         return path
 
     @classmethod

@@ -13,6 +13,7 @@ from the environment (validated here, echoed into the training log):
 | ``NNUNET_DIET_STOP`` | 1 | 0: only report the stop epoch, train on to num_epochs |
 | ``NNUNET_DIET_RATE`` | 0.4 | pruning rate that defines the easy / ambiguous / hard regions |
 | ``NNUNET_DIET_CENTRES`` | (none) | CSV ``id,centre`` (or a regex with one group, applied to case ids) |
+| ``NNUNET_DIET_EXACT_EVERY`` | 0 | k > 0: exact mode (:mod:`.exact`), DAD from fixed-patch values every k epochs |
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ class DADConfig:
     stop: bool = True
     rate: float = 0.4
     centres: str | None = None
+    exact_every: int = 0
+
+    @property
+    def dad_series(self) -> str:
+        """The series DAD, L and the stop rule use: the exact-mode Dice when exact mode is on."""
+        return "dice_exact" if self.exact_every else "dice"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DADConfig:
@@ -75,11 +82,12 @@ class DADConfig:
             stop=_read(env, "STOP", _flag, True, lambda v: True, "0 or 1"),
             rate=_read(env, "RATE", float, 0.4, lambda v: 0 < v < 1, "a number in (0, 1)"),
             centres=env.get(PREFIX + "CENTRES") or None,
+            exact_every=_read(env, "EXACT_EVERY", int, 0, lambda v: v >= 0, "an integer >= 0 (0: off)"),
         )
 
     def score_config(self) -> ScoreConfig:
-        return ScoreConfig(window=self.window, ignore_zeros=self.ignore_zeros, absolute=self.absolute,
-                           threshold=self.threshold, patience=self.patience, rate=self.rate)
+        return ScoreConfig(window=self.window, dad_series=self.dad_series, ignore_zeros=self.ignore_zeros,
+                           absolute=self.absolute, threshold=self.threshold, patience=self.patience, rate=self.rate)
 
     def describe(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self).items())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..core.atomic import atomic_write_text
 from ..core.errors import DietError
-from ..report.tables import atomic_write_text
 
 
 def make_lite_plans(folder: Path, source: str = "nnUNetPlans", target: str = "nnUNetPlans_lite", *,

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.atomic import atomic_write_text
 from ..core.errors import DietError, check_fraction
 from ..core.selection import select
-from ..report.tables import atomic_write_text
 
 # Which end of a score is easy: DAD high = easy, EL2N / EL2Nx high = hard.
 EASY_END = {"dad": "high", "el2n": "low", "el2nx": "low"}

@@ -6,12 +6,14 @@ already used, to an epoch accumulator; each epoch records per-case Dice, EL2N an
 dynamics store (``<fold>/dad/dynamics.npz``, rewritten atomically every epoch); every Delta t
 epochs DAD, sigma and the moving distance L are computed by the core library and logged. When the
 stop rule fires the run ends cleanly (``checkpoint_final.pth``; ``dad/state.json`` remembers the
-stop so that ``--c`` does not train on). Settings: :mod:`nnunet_diet.nnunet.config`.
+stop so that ``--c`` does not train on). Optional exact mode (:mod:`.exact`) adds ``*_exact``
+series measured every k epochs on fixed patches. Settings: :mod:`nnunet_diet.nnunet.config`.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +22,13 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from ..core.accumulator import EpochAccumulator
+from ..core.atomic import atomic_write_text
 from ..core.dad import dad_trajectory
 from ..core.errors import DietError
 from ..core.store import DynamicsStore
-from ..report.tables import atomic_write_text
 from .config import DADConfig, centre_of
 from .ddp import all_gather_sums
+from .exact import ExactEvaluator
 from .outputs import write_outputs
 from .recorder import SERIES, case_values, patch_sums
 
@@ -64,6 +67,7 @@ class nnUNetTrainerDAD(nnUNetTrainer):
         self.dad_stop_epoch: int | None = None
         self._dad_acc = EpochAccumulator()
         self._dad_keys = None
+        self._dad_exact: ExactEvaluator | None = None
 
     # ------------------------------------------------------------------ set-up
     def initialize(self):
@@ -81,6 +85,7 @@ class nnUNetTrainerDAD(nnUNetTrainer):
             if key not in local.my_fantastic_logging:
                 local.my_fantastic_logging[key] = [np.nan] * self.current_epoch
         train_ids = [str(k) for k in self.do_split()[0]]
+        series = list(SERIES) + ([f"{name}_exact" for name in SERIES] if self.dad_config.exact_every else [])
         groups = centre_of(train_ids, self.dad_config.centres)
         self.dad_folder.mkdir(parents=True, exist_ok=True)
         store_file = self.dad_folder / "dynamics.npz"
@@ -88,18 +93,27 @@ class nnUNetTrainerDAD(nnUNetTrainer):
             store = DynamicsStore.load(store_file)
             if sorted(store.ids) != sorted(train_ids):
                 raise DietError(f"{store_file}: recorded cases differ from the training cases of fold {self.fold}")
+            if not set(series) <= set(store.names):
+                raise DietError(f"{store_file}: recorded without exact mode; resume with NNUNET_DIET_EXACT_EVERY=0 "
+                                "or start a new run")
             store.truncate(self.current_epoch)  # epochs after the checkpoint are trained (and recorded) again
             self.dad_store = store
             state = json.loads(self._state_file().read_text()) if self._state_file().is_file() else {}
             self.dad_stop_epoch = state.get("stop_epoch")
         else:
-            self.dad_store = DynamicsStore(train_ids, SERIES, groups=groups, capacity=self.num_epochs, metadata={
+            self.dad_store = DynamicsStore(train_ids, series, groups=groups, capacity=self.num_epochs, metadata={
                 "source": "nnUNetTrainerDAD", "trainer": self.__class__.__name__, "fold": self.fold,
                 "configuration": self.configuration_name, "plans": self.plans_manager.plans_name,
                 "dataset": self.plans_manager.dataset_name, "num_epochs": self.num_epochs,
                 "num_iterations_per_epoch": self.num_iterations_per_epoch, "dad": vars(self.dad_config)})
             if self.local_rank == 0:
                 self._state_file().unlink(missing_ok=True)
+        if self.dad_config.exact_every:
+            if self.is_cascaded:
+                raise DietError("exact mode (NNUNET_DIET_EXACT_EVERY) does not support cascade configurations")
+            dataset_tr = self.get_tr_and_val_datasets()[0]
+            self._dad_exact = ExactEvaluator(dataset_tr, train_ids, self.configuration_manager.patch_size,
+                                             self.label_manager, batch_size=self.batch_size)
         if self.dad_stop_epoch is not None and self.dad_config.stop:
             self.print_to_log_file(f"DAD stop rule fired at epoch {self.dad_stop_epoch}: not training on",
                                    also_print_to_console=True)
@@ -119,18 +133,32 @@ class nnUNetTrainerDAD(nnUNetTrainer):
         if ids:
             self.dad_store.record(self.current_epoch, ids, case_values(sums))
         self._dad_acc.reset()
+        k = self.dad_config.exact_every
+        if k and (self.current_epoch + 1) % k == 0:
+            self._record_exact()
         dice = self.dad_store["dice"][:, self.current_epoch] if self.current_epoch < self.dad_store.n_epochs \
             else np.array([np.nan])
         self.logger.log("dad_mean_dice", float(np.nanmean(dice)) if np.isfinite(dice).any() else np.nan,
                         self.current_epoch)
         self._dad_window_end()
 
+    def _record_exact(self) -> None:
+        t0 = time.time()
+        network = self.network.module if self.is_ddp else self.network
+        network = getattr(network, "_orig_mod", network)  # torch.compile wrapper
+        rank, world = (self.local_rank, torch.distributed.get_world_size()) if self.is_ddp else (0, 1)
+        ids, sums = all_gather_sums(self._dad_exact.evaluate(network, self.device, rank=rank,
+                                                             world_size=world)).aggregate()
+        self.dad_store.record(self.current_epoch, ids, {f"{k}_exact": v for k, v in case_values(sums).items()})
+        self.print_to_log_file(f"DAD exact mode: {len(ids)} cases evaluated on fixed patches in "
+                               f"{time.time() - t0:.1f} s")
+
     def _dad_window_end(self) -> None:
         cfg = self.dad_config
         epoch = self.current_epoch
         L_now = np.nan
-        if (epoch + 1) % cfg.window == 0 and np.isfinite(self.dad_store["dice"]).any():
-            traj = dad_trajectory(self.dad_store["dice"], cfg.window, ignore_zeros=cfg.ignore_zeros,
+        if (epoch + 1) % cfg.window == 0 and np.isfinite(self.dad_store[cfg.dad_series]).any():
+            traj = dad_trajectory(self.dad_store[cfg.dad_series], cfg.window, ignore_zeros=cfg.ignore_zeros,
                                   absolute=cfg.absolute, threshold=cfg.threshold, patience=cfg.patience)
             L_now = traj.moving_distance[-1]
             L_max = np.nanmax(traj.moving_distance) if np.isfinite(traj.moving_distance).any() else np.nan

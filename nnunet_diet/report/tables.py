@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from ..core.atomic import atomic_write_text
 from ..core.scores import ScoreConfig, score_table
 from ..core.store import DynamicsStore
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (no half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_score_table(store: DynamicsStore, config: ScoreConfig, csv_path: Path,

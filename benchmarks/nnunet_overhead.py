@@ -1,0 +1,105 @@
+"""What recording costs nnU-Net: per-iteration overhead, per-epoch bookkeeping, exact-mode evaluation.
+
+One in-process ``nnUNetTrainerDADAdam`` on the shipped hippocampus cases (fold 0, lite plans): each
+batch is trained twice, once through the stock ``nnUNetTrainer.train_step`` (the loss wrapper sees no
+case keys and records nothing) and once through ``nnUNetTrainerDAD.train_step`` (per-case TP/FP/FN and
+error norms from the highest-resolution output), in alternating order so that neither always runs
+first. Also timed: the end-of-epoch work (aggregate, record, DAD trajectory, atomic store save) and
+one exact-mode evaluation of every training case on its fixed patch.
+
+Run:  .venv/bin/python benchmarks/nnunet_overhead.py [--work /tmp/diet_bench] [--iterations 100]
+      [--features 8 --max-features 64]   (the first run plans and preprocesses the data: ~30 s)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/diet_bench"))
+    parser.add_argument("--iterations", type=int, default=100, help="batches, each trained with and without")
+    parser.add_argument("--features", type=int, default=8)
+    parser.add_argument("--max-features", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    import numpy as np
+    import torch
+    from inprocess import make_trainer
+
+    trainer = make_trainer("nnUNetTrainerDADAdam", args.work, features=args.features,
+                           max_features=args.max_features, device=args.device)
+    # after make_trainer: nnunetv2 reads its folders from the environment at import
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunet_diet.core.dad import dad_trajectory
+    from nnunet_diet.nnunet.ddp import all_gather_sums
+    from nnunet_diet.nnunet.exact import ExactEvaluator
+    from nnunet_diet.nnunet.recorder import case_values
+    plans_name = trainer.plans_manager.plans_name
+
+    def timed(fn, batch) -> float:
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn(batch)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    stock = lambda b: nnUNetTrainer.train_step(trainer, b)  # noqa: E731
+    dad = trainer.train_step
+    for _ in range(3):  # warm-up
+        dad(next(trainer.dataloader_train))
+    t_stock, t_dad = [], []
+    for i in range(args.iterations):
+        batch = next(trainer.dataloader_train)
+        pairs = [(stock, t_stock), (dad, t_dad)]
+        for fn, out in (pairs if i % 2 == 0 else pairs[::-1]):
+            out.append(timed(fn, batch))
+
+    t0 = time.perf_counter()
+    ids, sums = all_gather_sums(trainer._dad_acc).aggregate()
+    trainer.dad_store.record(0, ids, case_values(sums))
+    for e in range(1, 200):  # a store of 200 recorded epochs, as at the end of a long run
+        trainer.dad_store.record(e, ids, case_values(sums))
+    t1 = time.perf_counter()
+    dad_trajectory(trainer.dad_store["dice"], 10)
+    trainer.dad_store.save(args.work / "overhead_store.npz")
+    t_epoch_end = time.perf_counter() - t1
+    t_record = (t1 - t0) / 200
+
+    train_ids = list(trainer.dad_store.ids)
+    evaluator = ExactEvaluator(trainer.get_tr_and_val_datasets()[0], train_ids,
+                               trainer.configuration_manager.patch_size, trainer.label_manager,
+                               batch_size=trainer.batch_size)
+    evaluator.evaluate(trainer.network, trainer.device)  # first pass reads and caches the patches
+    t0 = time.perf_counter()
+    evaluator.evaluate(trainer.network, trainer.device)
+    t_exact = time.perf_counter() - t0
+
+    med_s, med_d = statistics.median(t_stock), statistics.median(t_dad)
+    mean_s, mean_d = float(np.mean(t_stock)), float(np.mean(t_dad))
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, device {args.device}; plans {plans_name} "
+          f"(patch {list(trainer.configuration_manager.patch_size)}, batch {trainer.batch_size}); "
+          f"{len(train_ids)} training cases; {args.iterations} batches")
+    print("| per iteration | stock train_step | with recording | overhead |")
+    print("|---|---|---|---|")
+    print(f"| median | {med_s * 1e3:.1f} ms | {med_d * 1e3:.1f} ms | {100 * (med_d / med_s - 1):+.2f} % |")
+    print(f"| mean | {mean_s * 1e3:.1f} ms | {mean_d * 1e3:.1f} ms | {100 * (mean_d / mean_s - 1):+.2f} % |")
+    print(f"end of epoch: record {t_record * 1e3:.2f} ms; DAD trajectory + atomic save of a "
+          f"{len(train_ids)} x 200 store {t_epoch_end * 1e3:.1f} ms")
+    print(f"exact mode: one evaluation of {len(train_ids)} cases {t_exact:.2f} s "
+          f"= {t_exact / med_s:.1f} stock iterations")
+
+
+if __name__ == "__main__":
+    main()
