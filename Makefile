@@ -9,7 +9,8 @@ EXTRAS ?= dev,monailabel
 
 # constraints.txt is applied to every install, pip's isolated build environments included, through
 # PIP_CONSTRAINT. That variable replaces a constraint file configured in pip.conf, so we pass that one on too.
-PIP_CONFIGURED_CONSTRAINT := $(shell $(PYTHON) -m pip config get global.constraint 2>/dev/null)
+# (`pip config get` reads only some of pip's config files; `pip config list` shows them all)
+PIP_CONFIGURED_CONSTRAINT := $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/^global\.constraint='\(.*\)'$$/\1/p")
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt $(PIP_CONFIGURED_CONSTRAINT)
 
 .PHONY: install demo test clean

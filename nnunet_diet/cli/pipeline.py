@@ -64,7 +64,7 @@ def nnunet_env(out: Path, **extra: str) -> dict:
     return env
 
 
-def prepare(raw_src: Path, dataset_id: int, env: dict, logs: Path) -> str:
+def prepare(raw_src: Path, dataset_id: int, env: dict, logs: Path, configuration: str = "3d_fullres") -> str:
     """Copy a raw dataset into ``nnUNet_raw``, plan and preprocess it (once) and derive lite plans;
     returns the dataset name."""
     if not (raw_src / "dataset.json").is_file():
@@ -78,8 +78,9 @@ def prepare(raw_src: Path, dataset_id: int, env: dict, logs: Path) -> str:
     logs.mkdir(parents=True, exist_ok=True)
     d = str(dataset_id)
     if not (Path(env["nnUNet_preprocessed"]) / name / "nnUNetPlans.json").is_file():
-        _step("plan and preprocess", [BIN / "nnUNetv2_plan_and_preprocess", "-d", d, "-c", "3d_fullres", "-np", "2",
-                                      "-npfp", "2"], env, logs / "preprocess.log")
+        plan_env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}  # planning fails with 0 workers
+        _step("plan and preprocess", [BIN / "nnUNetv2_plan_and_preprocess", "-d", d, "-c", configuration, "-np", "2",
+                                      "-npfp", "2"], plan_env, logs / "preprocess.log")
     _step("lite plans (small network and batch, same preprocessed data)",
           [BIN / "nnunet-diet", "lite-plans", "-d", d], env)
     return name

@@ -1,0 +1,98 @@
+"""Pruning value with the real nnU-Net: validation Dice of the full training list vs 40 % pruned.
+
+1. Plan and preprocess a raw dataset (``benchmarks/make_nnunet_datasets.py``), lite plans.
+2. Scoring run: ``nnUNetTrainerDADAdam_{E}epochs_{I}iters`` on fold 0 (stop rule on) -> ``dad/scores.csv``
+   with DAD, EL2N, EL2Nx.
+3. ``nnunet-diet prune`` fold 0 at ``--rate`` into new folds: DAD keep-ambiguous (the paper's default),
+   DAD keep-easy, DAD keep-hard, random, EL2N and EL2Nx (keep the highest error, their papers' rule).
+4. Train the full fold 0 and every pruned fold with the same trainer, epochs and iterations (stop rule
+   off) and read nnU-Net's own final validation (``fold_X/validation/summary.json``, mean foreground
+   Dice): every pruned fold keeps fold 0's validation cases, so all rows are scored on the same cases.
+
+Run:  .venv/bin/python benchmarks/nnunet_pruning_value.py --raw /tmp/raw/Hippocampus100 --dataset-id 993 \
+          --configuration 3d_fullres --epochs 50 --iterations 10 --seeds 0 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from nnunet_diet.cli.pipeline import BIN, _step, nnunet_env, prepare
+
+METHODS = {  # label: nnunet-diet prune options
+    "DAD ambiguous": ["--score", "dad", "--mode", "ambiguous"],
+    "DAD easy": ["--score", "dad", "--mode", "easy"],
+    "DAD hard": ["--score", "dad", "--mode", "hard"],
+    "random": ["--score", "dad", "--mode", "random"],
+    "EL2N": ["--score", "el2n", "--mode", "hard"],
+    "EL2Nx": ["--score", "el2nx", "--mode", "hard"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--raw", type=Path, required=True)
+    parser.add_argument("--dataset-id", type=int, required=True)
+    parser.add_argument("--configuration", default="3d_fullres")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/diet_value"))
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--window", type=int, default=5)
+    parser.add_argument("--rate", type=float, default=0.4)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the random pruning")
+    parser.add_argument("--centres", default=None, help="stratify every pruning by centre (regex or CSV)")
+    args = parser.parse_args()
+
+    work = args.work.resolve()
+    env = nnunet_env(work, NNUNET_DIET_WINDOW=str(args.window), nnUNet_n_proc_DA="0")
+    name = prepare(args.raw, args.dataset_id, env, work / "logs", configuration=args.configuration)
+    d, c = str(args.dataset_id), args.configuration
+    trainer = f"nnUNetTrainerDADAdam_{args.epochs}epochs_{args.iterations}iters"
+    results = Path(env["nnUNet_results"]) / name / f"{trainer}__nnUNetPlans_lite__{c}"
+
+    def train(fold: int, **extra: str) -> float:
+        folder = results / f"fold_{fold}"
+        if not (folder / "validation" / "summary.json").is_file():
+            _step(f"train fold {fold}", [BIN / "nnUNetv2_train", d, c, str(fold), "-tr", trainer, "-p",
+                                         "nnUNetPlans_lite", "-device", "cpu"], dict(env, **extra),
+                  work / "logs" / f"{name}_fold{fold}.log")
+        summary = json.loads((folder / "validation" / "summary.json").read_text())
+        return float(summary["foreground_mean"]["Dice"])
+
+    t0 = time.time()
+    # fold 0 with the stop rule reporting only: the scoring run (scores at the stop window) is also the
+    # full-data baseline, trained for the whole schedule like every pruned fold
+    full = train(0, NNUNET_DIET_STOP="0")
+    dad_summary = json.loads((results / "fold_0" / "dad" / "summary.json").read_text())
+    splits_file = Path(env["nnUNet_preprocessed"]) / name / "splits_final.json"
+    folds: dict[str, list[int]] = {}
+    for label, options in METHODS.items():
+        for seed in (args.seeds if label == "random" else [0]):
+            before = len(json.loads(splits_file.read_text()))
+            extra = ["--stratify", "--centres", args.centres] if args.centres else []
+            _step(f"prune: {label}", [BIN / "nnunet-diet", "prune", "-d", d, "-c", c, "-f", "0", "-tr", trainer,
+                                      "-p", "nnUNetPlans_lite", "--rate", str(args.rate), "--seed", str(seed),
+                                      *options, *extra], env)
+            folds.setdefault(label, []).append(before)
+    splits = json.loads(splits_file.read_text())
+    rows = [("full training list", len(splits[0]["train"]), f"{full:.4f}")]
+    for label, fold_ids in folds.items():
+        dice = [train(f, NNUNET_DIET_STOP="0") for f in fold_ids]
+        value = f"{dice[0]:.4f}" if len(dice) == 1 else \
+            f"{statistics.mean(dice):.4f} ± {statistics.stdev(dice):.4f} (n={len(dice)})"
+        rows.append((f"{label} (keep {1 - args.rate:.0%})", len(splits[fold_ids[0]]["train"]), value))
+    print(f"\n{name}, {c}, lite plans, {trainer}; DAD window {args.window}; DAD scored at epoch "
+          f"{dad_summary['dad_scored_at_epoch']} (stop rule: {dad_summary['stop_epoch']}); "
+          f"total {time.time() - t0:.0f} s")
+    print("| training list | cases | validation Dice (nnU-Net, mean foreground) |")
+    print("|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(map(str, row)) + " |")
+
+
+if __name__ == "__main__":
+    main()
