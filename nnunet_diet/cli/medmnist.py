@@ -1,0 +1,228 @@
+"""``nnunet-diet medmnist``: EVA and the EVA paper's baselines on a MedMNIST dataset.
+
+``train`` (record the dynamics of a full run), ``select`` (score it and write a coreset's ids),
+``coreset`` (select, retrain, test) and ``bench`` (the whole table over methods, rates and seeds).
+Every step also runs under ``torchrun --nproc_per_node N`` (DDP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..core.atomic import atomic_write_text
+from ..core.scores import ScoreConfig
+from ..medmnist.bench import bench, result_row, write_tables
+from ..medmnist.coreset import SCHEDULES, Coreset, retrain, run_config
+from ..medmnist.data import DEFAULT_ROOT, SIZES, load_medmnist
+from ..medmnist.distributed import Context, setup, teardown
+from ..medmnist.selection import METHODS, class_counts, score_run, select_coreset
+from ..medmnist.trainer import TrainConfig, TrainResult, train
+from .scores import EVA_CONVENTIONS
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--flag", required=True, help="MedMNIST dataset flag, e.g. pneumoniamnist, organamnist, dermamnist")
+    g.add_argument("--root", type=Path, default=DEFAULT_ROOT,
+                   help="folder holding {flag}.npz / {flag}_{size}.npz (default ~/.medmnist; no download)")
+    g.add_argument("--size", type=int, choices=SIZES, default=28, help="image side (default 28)")
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    g = p.add_argument_group("training (defaults: the EVA paper)")
+    g.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"global batch (default {d.batch_size})")
+    g.add_argument("--lr", type=float, default=d.lr, help=f"initial SGD learning rate (default {d.lr})")
+    g.add_argument("--min-lr", type=float, default=d.min_lr,
+                   help=f"cosine end value, per iteration (default {d.min_lr})")
+    g.add_argument("--momentum", type=float, default=d.momentum, help=f"default {d.momentum}")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"default {d.weight_decay}")
+    g.add_argument("--no-nesterov", dest="nesterov", action="store_false", help="plain momentum instead of Nesterov")
+    g.add_argument("--width", type=int, default=d.width, help="channels of the first stage (default 64: ResNet-18)")
+    g.add_argument("--layers", type=int, nargs=4, default=d.layers, metavar="N",
+                   help="basic blocks per stage (default 2 2 2 2: ResNet-18)")
+    g.add_argument("--stem-stride", type=int, default=d.stem_stride,
+                   help="stride of the 3x3 stem (default 1, the paper's; 2 for a 4x cheaper CPU model)")
+    g.add_argument("--seed", type=int, default=d.seed, help="seed of initialisation and shuffling (default 0)")
+    g.add_argument("--eval-every", type=int, default=d.eval_every, help="validate every N epochs (default 1)")
+
+
+def _runtime_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("runtime")
+    g.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's; cores / processes under torchrun on CPU)")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def _selection_options(p: argparse.ArgumentParser, single: bool) -> None:
+    g = p.add_argument_group("selection")
+    if single:
+        g.add_argument("--method", required=True, choices=METHODS, help="score that ranks the samples")
+        g.add_argument("--rate", type=float, required=True, help="kept fraction in (0, 1), e.g. 0.05")
+        g.add_argument("--seed", type=int, default=0, help="for random and CCS draws, and the retraining (default 0)")
+    else:
+        g.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="default: all")
+        g.add_argument("--rates", type=float, nargs="+", default=[0.05, 0.1, 0.3], help="default 0.05 0.1 0.3")
+        g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default 0 1 2")
+    g.add_argument("--class-balance", action="store_true", help="each class keeps its share (not for ccs)")
+    g.add_argument("--hard-prune", type=float, default=0.1,
+                   help="CCS: fraction of all samples with the lowest AUM dropped first (default 0.1)")
+    g.add_argument("--eva-early", type=int, nargs=2, default=(0, 10), metavar=("START", "STOP"),
+                   help="EVA early window [START, STOP), 0-based epochs (default 0 10, the paper's)")
+    g.add_argument("--eva-late", type=int, nargs=2, default=None, metavar=("START", "STOP"),
+                   help="EVA late window (default [E/2, E/2 + early length): 100-110 of 200 as in the EVA README)")
+    g.add_argument("--eva-convention", choices=sorted(EVA_CONVENTIONS), default="paper",
+                   help="paper: population variance, V_e + V_l (Eq. 4-6); code: unbiased, L1-normalised, 0.5/0.5")
+    g.add_argument("--el2n-window", type=int, nargs=2, default=(0, 10), metavar=("START", "STOP"),
+                   help="EL2N epochs [START, STOP) (default 0 10)")
+
+
+def _schedule_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--schedule", choices=SCHEDULES, default="epochs",
+                   help="coreset retraining: same epochs as the full run (EVA/DeepCore, default) or same "
+                        "iterations (CCS)")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("medmnist", help="EVA and its baselines on MedMNIST: train, select, coreset, bench",
+                       description="Train a classifier on a MedMNIST dataset recording its training dynamics, "
+                                   "score every sample (EVA, EL2N, forgetting, entropy, AUM, CCS, random), select "
+                                   "coresets, retrain on them and test. See docs/medmnist.md.")
+    steps = p.add_subparsers(dest="step", required=True, metavar="STEP")
+    t = steps.add_parser("train", help="train on the full training split and record per-sample dynamics")
+    _data_options(t)
+    _train_options(t)
+    _runtime_options(t)
+    t.add_argument("--out", type=Path, required=True, help="run folder (resumed when it holds a checkpoint)")
+    t.add_argument("--no-resume", dest="resume", action="store_false", help="start over even if a checkpoint exists")
+    t.set_defaults(func=run_train)
+    s = steps.add_parser("select", help="score a run and write the ids of one coreset")
+    s.add_argument("--run", type=Path, required=True, help="run folder of 'medmnist train'")
+    _selection_options(s, single=True)
+    s.add_argument("-o", "--output", type=Path, default=None,
+                   help="file for the kept ids (default RUN/coresets/<method>_<rate>_seed<seed>.txt)")
+    s.set_defaults(func=run_select)
+    c = steps.add_parser("coreset", help="select a coreset of a run, retrain on it and test")
+    c.add_argument("--run", type=Path, required=True, help="run folder of 'medmnist train'")
+    _selection_options(c, single=True)
+    _schedule_option(c)
+    _runtime_options(c)
+    c.set_defaults(func=run_coreset)
+    b = steps.add_parser("bench", help="full runs, then every method x rate coreset, over seeds: the paper's table")
+    _data_options(b)
+    _train_options(b)
+    _selection_options(b, single=False)
+    _schedule_option(b)
+    _runtime_options(b)
+    b.add_argument("--out", type=Path, required=True, help="bench folder (results.csv, results.md, one run per seed)")
+    b.set_defaults(func=run_bench)
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
+                       momentum=args.momentum, weight_decay=args.weight_decay, nesterov=args.nesterov,
+                       width=args.width, layers=tuple(args.layers), stem_stride=args.stem_stride, seed=args.seed,
+                       eval_every=args.eval_every)
+
+
+def _score_config(args: argparse.Namespace) -> ScoreConfig:
+    return ScoreConfig(eva_early=tuple(args.eva_early), eva_late=tuple(args.eva_late) if args.eva_late else None,
+                       el2n_window=tuple(args.el2n_window), **EVA_CONVENTIONS[args.eva_convention])
+
+
+def _context(args: argparse.Namespace) -> Context:
+    ctx = setup(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    elif ctx.world > 1 and ctx.device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.world))
+    return ctx
+
+
+def _epoch_line(row: dict) -> None:
+    tqdm.write(f"epoch {row['epoch'] + 1}: loss {row['loss']:.4f}  train acc {row['train_acc']:.4f}  "
+               f"val acc {row['val_acc']:.4f}  lr {row['lr']:.4g}  ({row['seconds']:.1f} s)")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    data = load_medmnist(args.root, args.flag, args.size)
+    ctx = _context(args)
+    try:
+        result = train(data, args.out, _train_config(args), resume=args.resume, progress=args.progress,
+                       on_epoch=_epoch_line if args.progress else None, ctx=ctx)
+        if ctx.main:
+            print(f"{data.path}: {len(data.train)} train images, {data.n_channels} channel(s), "
+                  f"{data.n_classes} classes; world size {ctx.world} on {ctx.device}")
+            print(json.dumps(result.summary(), indent=2))
+            print(f"dynamics: {result.store}")
+    finally:
+        teardown()
+    return 0
+
+
+def _select(args: argparse.Namespace, write: bool = True) -> tuple[pd.DataFrame, Coreset]:
+    frame = score_run(args.run, _score_config(args))
+    ids = select_coreset(frame, args.method, args.rate, class_balance=args.class_balance,
+                         hard_prune=args.hard_prune, seed=args.seed)
+    if write:
+        atomic_write_text(args.run / "scores.csv", frame.to_csv(index=False, float_format="%.6g"))
+    return frame, Coreset(args.method, args.rate, args.seed, ids, args.class_balance)
+
+
+def run_select(args: argparse.Namespace) -> int:
+    frame, coreset = _select(args)
+    out = args.output or args.run / "coresets" / f"{coreset.name}.txt"
+    atomic_write_text(out, "\n".join(map(str, coreset.ids)) + "\n")
+    print(f"kept {len(coreset.ids)} of {len(frame)} samples, per class {class_counts(frame, coreset.ids)} -> {out}")
+    print(f"scores of every sample -> {args.run / 'scores.csv'}")
+    return 0
+
+
+def _add_to_tables(run: Path, row: dict) -> Path:
+    """Add a coreset result to ``run/coresets/results.{csv,md}`` (with the run's full-data row)."""
+    folder = run / "coresets"
+    old = pd.read_csv(folder / "results.csv").to_dict("records") if (folder / "results.csv").is_file() else []
+    full = result_row("full", 1.0, int(run_config(run)["train"]["seed"]), TrainResult.load(run), "full")
+    write_tables(pd.DataFrame([full] + [r for r in old if r["method"] != "full"] + [row]), folder)
+    return folder / "results.csv"
+
+
+def run_coreset(args: argparse.Namespace) -> int:
+    run_config(args.run)
+    ctx = _context(args)
+    try:
+        frame, coreset = _select(args, write=ctx.main)
+        result = retrain(args.run, coreset, schedule=args.schedule, progress=args.progress, ctx=ctx)
+        if ctx.main:
+            table = _add_to_tables(args.run, result_row(args.method, args.rate, args.seed, result, args.schedule))
+            print(f"kept {len(coreset.ids)} of {len(frame)} samples, per class {class_counts(frame, coreset.ids)}")
+            print(json.dumps(result.summary(), indent=2))
+            print(f"tables: {table} and {table.with_suffix('.md')}")
+    finally:
+        teardown()
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    data = load_medmnist(args.root, args.flag, args.size)
+    ctx = _context(args)
+    try:
+        results = bench(data, args.out, _train_config(args), methods=args.methods, rates=args.rates,
+                        seeds=args.seeds, score_config=_score_config(args), schedule=args.schedule,
+                        class_balance=args.class_balance, hard_prune=args.hard_prune, progress=args.progress,
+                        ctx=ctx, log=print if ctx.main else lambda _: None)
+        if ctx.main:
+            print(f"{len(results)} runs -> {args.out / 'results.csv'}, {args.out / 'results.md'}")
+            print((args.out / "results.md").read_text())
+    finally:
+        teardown()
+    return 0

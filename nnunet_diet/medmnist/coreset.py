@@ -1,0 +1,73 @@
+"""Retrain on a coreset of a recorded run and evaluate on the test split.
+
+Schedules: ``epochs`` keeps the full run's epoch count, so a coreset of M samples gets about M/N of
+the iterations (the EVA and DeepCore convention); ``iterations`` keeps the full run's iteration
+count, ``ceil(E * ceil(N/B) / ceil(M/B))`` epochs (the CCS convention). Everything else (model,
+optimiser, schedule shape, batch size) is the full run's; the seed is the coreset's own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..core.atomic import atomic_write_text
+from ..core.errors import DietError
+from .data import read_npz
+from .distributed import Context
+from .trainer import CONFIG, TrainConfig, TrainResult, train
+
+__all__ = ["SCHEDULES", "Coreset", "coreset_epochs", "run_config", "retrain"]
+
+SCHEDULES = ("epochs", "iterations")
+
+
+@dataclass(frozen=True)
+class Coreset:
+    """A coreset of a run: who chose it and the kept train rows."""
+
+    method: str
+    rate: float
+    seed: int
+    ids: np.ndarray
+    class_balance: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}_{self.rate:g}_seed{self.seed}" + ("_balanced" if self.class_balance else "")
+
+
+def coreset_epochs(config: TrainConfig, n_full: int, n_kept: int, schedule: str, world: int = 1) -> int:
+    """Epochs of the coreset run under ``schedule`` (see the module docstring)."""
+    if schedule not in SCHEDULES:
+        raise DietError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if schedule == "epochs":
+        return config.epochs
+    full = config.epochs * config.iterations_per_epoch(n_full, world)
+    return -(-full // config.iterations_per_epoch(n_kept, world))
+
+
+def run_config(run: str | Path) -> dict:
+    """``config.json`` of a run folder written by :func:`~nnunet_diet.medmnist.trainer.train`."""
+    path = Path(run) / CONFIG
+    if not path.is_file():
+        raise DietError(f"{path}: missing; is {run} a run folder of 'nnunet-diet medmnist train'?")
+    return json.loads(path.read_text())
+
+
+def retrain(run: str | Path, coreset: Coreset, *, schedule: str = "epochs", progress: bool = True,
+            ctx: Context | None = None) -> TrainResult:
+    """Train from scratch on ``coreset.ids`` with the run's settings, in ``run/coresets/<name>_<schedule>/``."""
+    info = run_config(run)
+    data = read_npz(info["data"])
+    base = TrainConfig(**info["train"])
+    world = ctx.world if ctx else 1
+    config = replace(base, seed=coreset.seed,
+                     epochs=coreset_epochs(base, info["n_train"], len(coreset.ids), schedule, world))
+    out = Path(run) / "coresets" / f"{coreset.name}_{schedule}"
+    if ctx is None or ctx.main:
+        atomic_write_text(out / "kept.txt", "\n".join(map(str, coreset.ids)) + "\n")
+    return train(data, out, config, rows=coreset.ids, record=False, progress=progress, ctx=ctx)

@@ -1,0 +1,301 @@
+"""Train a classifier on a MedMNIST training set (or a subset of it) and record its training dynamics.
+
+The defaults are the EVA paper's protocol (Hong et al. 2024, Appendix G, and the EVA code): CIFAR-style
+ResNet-18, SGD lr 0.1, momentum 0.9, Nesterov, weight decay 5e-4, cosine annealing per iteration down
+to 1e-4, batch 256, 200 epochs, plain cross-entropy, no augmentation, inputs ``(x / 255 - 0.5) / 0.5``.
+Every epoch visits every sample once (shuffled, the last batch kept); the per-sample values of EVA Eq. 3
+and of the baselines are recorded from the training forward pass (:mod:`.recording`). The validation
+split is evaluated every ``eval_every`` epochs and the test split at the end, with the final model and
+with the model of the best validation epoch.
+
+A run folder holds ``config.json``, ``history.csv`` (per epoch), ``checkpoint.pt`` (rewritten every
+epoch, atomically, for resuming), ``dynamics.npz`` (the store, ids = row indices of the file's train
+split, groups = class labels), ``train_probs.npy`` (softmax of the final model on the training samples
+in eval mode: the entropy baseline's input) and ``result.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from ..core.atomic import atomic_open, atomic_write_text
+from ..core.errors import DietError
+from ..core.store import DynamicsStore
+from .data import MedMNISTData
+from .distributed import Context, broadcast, setup
+from .model import build_resnet
+from .recording import SERIES, EpochRecorder, epoch_order
+
+__all__ = ["TrainConfig", "TrainResult", "train", "run_epoch", "predict", "make_optimiser", "to_device"]
+
+CHECKPOINT, DYNAMICS, PROBS, HISTORY, RESULT, CONFIG = (
+    "checkpoint.pt", "dynamics.npz", "train_probs.npy", "history.csv", "result.json", "config.json")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; the defaults are the EVA paper's (200 epochs of ResNet-18, batch 256)."""
+
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 0.1
+    min_lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+    width: int = 64
+    layers: tuple[int, int, int, int] = (2, 2, 2, 2)
+    stem_stride: int = 1
+    seed: int = 0
+    eval_every: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(int(v) for v in self.layers))
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
+            raise DietError(f"epochs, batch size and eval_every must be >= 1, got {self.epochs}, "
+                            f"{self.batch_size}, {self.eval_every}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise DietError(f"learning rates must satisfy 0 <= min_lr <= lr, got {self.min_lr} and {self.lr}")
+
+    def iterations_per_epoch(self, n: int, world: int = 1) -> int:
+        """Optimiser steps per epoch on ``n`` samples over ``world`` ranks (last batch kept)."""
+        local = -(-n // world)
+        return -(-local // -(-self.batch_size // world))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run reports (also in ``result.json``); ``store`` and ``train_probs`` when recorded."""
+
+    out: Path
+    n_train: int
+    epochs: int
+    iterations: int
+    final_val_acc: float
+    final_test_acc: float
+    best_val_acc: float
+    best_val_epoch: int
+    best_test_acc: float
+    train_seconds: float
+    store: DynamicsStore | None = None
+    train_probs: np.ndarray | None = None
+
+    def summary(self) -> dict:
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("store", "train_probs")}
+        return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+
+    @classmethod
+    def load(cls, out: str | Path) -> TrainResult:
+        """The result of a finished run folder (without store and probabilities)."""
+        path = Path(out) / RESULT
+        if not path.is_file():
+            raise DietError(f"{path}: missing; the run in {out} has not finished")
+        return cls(**{**json.loads(path.read_text()), "out": Path(out)})
+
+
+def make_optimiser(model: torch.nn.Module, config: TrainConfig, steps: int) -> tuple[torch.optim.SGD, object]:
+    """SGD (momentum, Nesterov, weight decay) with cosine annealing over ``steps`` iterations to ``min_lr``."""
+    optimiser = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay, nesterov=config.nesterov)
+    return optimiser, torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps, eta_min=config.min_lr)
+
+
+def _normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 -> ``(x / 255 - 0.5) / 0.5`` (the EVA code's ToTensor + Normalize(0.5, 0.5))."""
+    return images.float() / 127.5 - 1.0
+
+
+def run_epoch(model: torch.nn.Module, optimiser: torch.optim.Optimizer, scheduler: object, images: torch.Tensor,
+              labels: torch.Tensor, ids: torch.Tensor, order: torch.Tensor, real: torch.Tensor, batch_size: int,
+              recorder: EpochRecorder | None = None, bar: tqdm | None = None) -> float:
+    """One pass over ``order`` (positions into ``images``) in batches; returns the mean training loss.
+
+    With a ``recorder`` each batch's logits (the ones the loss uses, before the step) are recorded
+    under ``ids[position]`` (-1 where ``real`` is False: DDP padding).
+    """
+    model.train()
+    total = torch.zeros((), device=images.device)
+    for start in range(0, len(order), batch_size):
+        pos = order[start : start + batch_size]
+        target = labels[pos]
+        logits = model(_normalise(images[pos]))
+        loss = F.cross_entropy(logits, target)
+        if recorder is not None:
+            recorder.add(torch.where(real[start : start + batch_size], ids[pos], -1), logits, target)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        scheduler.step()
+        total += loss.detach() * len(pos)
+        if bar is not None:
+            bar.update()
+    return float(total) / len(order)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Softmax probabilities (eval mode) of uint8 images, on the CPU."""
+    model.eval()
+    out = [torch.softmax(model(_normalise(images[s : s + batch_size])).float(), 1).cpu()
+           for s in range(0, len(images), batch_size)]
+    model.train()
+    return torch.cat(out)
+
+
+def _accuracy(model: torch.nn.Module, images: torch.Tensor, labels: np.ndarray, batch_size: int) -> float:
+    return float((predict(model, images, batch_size).argmax(1).numpy() == labels).mean())
+
+
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Copy ``array`` to ``device`` with standard row-major strides. numpy can give a size-1 axis any
+    stride (fancy indexing gives grey ``N x 1 x S x S`` images the strides of channels-last), and
+    torch's CPU convolution backward then corrupted the heap (torch 2.14.1 and 2.15.0 on these machines)."""
+    source = torch.from_numpy(array)
+    return torch.empty(source.shape, dtype=source.dtype, device=device).copy_(source)
+
+
+def _check_rows(rows: np.ndarray, n: int, path: Path) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    if rows.size == 0:
+        raise DietError(f"{path}: no training samples selected")
+    if rows.min() < 0 or rows.max() >= n or len(np.unique(rows)) != rows.size:
+        raise DietError(f"{path}: training rows must be distinct indices in [0, {n}), got {rows.size} rows "
+                        f"in [{rows.min()}, {rows.max()}]")
+    return rows
+
+
+class _Run:
+    """Mutable state of one run: the epoch to start from, history, best validation model."""
+
+    def __init__(self) -> None:
+        self.start = 0
+        self.history: list[dict] = []
+        self.best_val, self.best_epoch, self.best_state = -1.0, -1, None
+
+    def restore(self, path: Path, expect: dict, model: torch.nn.Module, optimiser, scheduler) -> None:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        saved = {k: ckpt[k] for k in expect}
+        if saved != expect:
+            diff = sorted(k for k in expect if saved[k] != expect[k])
+            raise DietError(f"{path}: written by a run with other settings ({', '.join(diff)}); "
+                            "choose another output folder or start over without resuming")
+        model.load_state_dict(ckpt["model"])
+        optimiser.load_state_dict(ckpt["optimiser"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        self.start, self.history = ckpt["epoch"], ckpt["history"]
+        self.best_val, self.best_epoch, self.best_state = ckpt["best_val"], ckpt["best_epoch"], ckpt["best_state"]
+
+    def save(self, path: Path, expect: dict, model: torch.nn.Module, optimiser, scheduler) -> None:
+        state = dict(expect, epoch=len(self.history), history=self.history, model=model.state_dict(),
+                     optimiser=optimiser.state_dict(), scheduler=scheduler.state_dict(),
+                     best_val=self.best_val, best_epoch=self.best_epoch, best_state=self.best_state)
+        with atomic_open(path, "wb") as fh:
+            torch.save(state, fh)
+
+
+def train(
+    data: MedMNISTData,
+    out: str | Path,
+    config: TrainConfig = TrainConfig(),
+    *,
+    rows: np.ndarray | None = None,
+    record: bool = True,
+    resume: bool = True,
+    progress: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
+    ctx: Context | None = None,
+) -> TrainResult:
+    """Train on ``data.train`` rows ``rows`` (default all), recording dynamics when ``record``.
+
+    Resumes from ``out/checkpoint.pt`` when ``resume`` and the checkpoint's settings match (the
+    per-epoch shuffles depend only on the seed and the epoch, so a resumed run draws the same batches).
+    Under ``torchrun`` every rank trains on its share; rank 0 evaluates, writes the files and its
+    result is returned on every rank.
+    """
+    ctx = ctx or setup()
+    out = Path(out)
+    rows = _check_rows(np.arange(len(data.train)) if rows is None else rows, len(data.train), data.path)
+    n, device = len(rows), ctx.device
+    expect = {"config": asdict(config), "rows": hashlib.sha256(rows.tobytes()).hexdigest(), "record": record,
+              "world": ctx.world, "data": str(data.path)}
+    torch.manual_seed(config.seed)
+    model = build_resnet(data.n_channels, data.n_classes, config.width, config.layers, config.stem_stride).to(device)
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if ctx.world > 1 else model
+    local_batch = -(-config.batch_size // ctx.world)
+    per_epoch = config.iterations_per_epoch(n, ctx.world)
+    optimiser, scheduler = make_optimiser(model, config, config.epochs * per_epoch)
+    labels = data.train.labels[rows]
+    store = DynamicsStore(rows, SERIES, groups=labels.astype(str), capacity=config.epochs,
+                          metadata={"data": str(data.path), "train": asdict(config), "world_size": ctx.world,
+                                    "recorded": "training forward pass, train mode, before the optimiser step",
+                                    "ids": "row indices of the file's train split"}) if record else None
+    run = _Run()
+    if resume and (out / CHECKPOINT).is_file():
+        run.restore(out / CHECKPOINT, expect, model, optimiser, scheduler)
+        if record:
+            store = DynamicsStore.load(out / DYNAMICS)
+            store.truncate(run.start)
+    elif ctx.main:
+        atomic_write_text(out / CONFIG, json.dumps({"data": str(data.path), "n_train": n, "record": record,
+                                                    "world_size": ctx.world, "train": asdict(config)}, indent=2))
+    x, y, ids = (to_device(a, device) for a in (data.train.images[rows], labels, rows))
+    val_x, test_x = (to_device(s.images, device) for s in (data.val, data.test))
+    recorder = EpochRecorder(store, -(-n // ctx.world), device) if record else None
+    for epoch in range(run.start, config.epochs):
+        order, real = (torch.from_numpy(a).to(device) for a in epoch_order(n, epoch, config.seed, ctx.rank, ctx.world))
+        with tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                  disable=not (progress and ctx.main)) as bar:
+            start = time.perf_counter()
+            loss = run_epoch(net, optimiser, scheduler, x, y, ids, order, real, local_batch, recorder, bar)
+            if recorder is not None:
+                recorder.flush(epoch)
+            seconds = time.perf_counter() - start
+        row = {"epoch": epoch, "lr": scheduler.get_last_lr()[0], "loss": loss, "seconds": seconds,
+               "train_acc": float(np.mean(store["correct"][:, epoch])) if record else float("nan"),
+               "val_acc": float("nan")}
+        if ctx.main:
+            if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+                row["val_acc"] = _accuracy(model, val_x, data.val.labels, config.batch_size)
+                if row["val_acc"] > run.best_val:
+                    run.best_val, run.best_epoch = row["val_acc"], epoch
+                    run.best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
+            run.history.append(row)
+            if record:
+                store.save(out / DYNAMICS)
+            run.save(out / CHECKPOINT, expect, model, optimiser, scheduler)
+            atomic_write_text(out / HISTORY, pd.DataFrame(run.history).to_csv(index=False, float_format="%.6g"))
+            if on_epoch is not None:
+                on_epoch(row)
+        else:
+            run.history.append(row)
+    summary = None
+    probs = None
+    if ctx.main:
+        final_val = _accuracy(model, val_x, data.val.labels, config.batch_size)
+        final_test = _accuracy(model, test_x, data.test.labels, config.batch_size)
+        if record:
+            probs = predict(model, x, config.batch_size).numpy()
+            with atomic_open(out / PROBS, "wb") as fh:
+                np.save(fh, probs)
+        model.load_state_dict(run.best_state)
+        summary = TrainResult(out, n, config.epochs, config.epochs * per_epoch, final_val, final_test, run.best_val,
+                              run.best_epoch, _accuracy(model, test_x, data.test.labels, config.batch_size),
+                              float(sum(h["seconds"] for h in run.history))).summary()
+        atomic_write_text(out / RESULT, json.dumps(summary, indent=2))
+    summary = broadcast(summary)
+    summary["out"] = Path(summary["out"])
+    return TrainResult(**summary, store=store, train_probs=probs)

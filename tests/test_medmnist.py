@@ -1,0 +1,194 @@
+"""EVA harness on the shipped real PneumoniaMNIST subset (300 / 100 / 100 images, 28 x 28, 2 classes):
+a tiny 4-epoch run records every sample every epoch, scores are finite, coresets have the right size
+and class shares, retraining runs, an interrupted run resumes to the same dynamics, and bad input
+ends with clear errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import nnunet_diet
+from nnunet_diet.cli.main import main
+from nnunet_diet.core.errors import DietError
+from nnunet_diet.core.scores import ScoreConfig
+from nnunet_diet.medmnist import METHODS, Coreset, TrainConfig, load_medmnist, retrain, score_run, select_coreset, train
+from nnunet_diet.medmnist.recording import SERIES
+
+EXAMPLES = Path(nnunet_diet.__file__).parent / "examples"
+FLAG = "pneumoniamnist_subset"
+TINY = TrainConfig(epochs=4, batch_size=64, width=4, layers=(1, 1, 1, 1))  # 300 = 4 x 64 + 44: a partial batch
+WINDOWS = ScoreConfig(eva_early=(0, 2), eva_late=(2, 4), el2n_window=(0, 2))
+TINY_ARGS = ["--epochs", "4", "--batch-size", "64", "--width", "4", "--layers", "1", "1", "1", "1", "--no-progress"]
+WINDOW_ARGS = ["--eva-early", "0", "2", "--eva-late", "2", "4", "--el2n-window", "0", "2"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: tiny models on a shared 2-core machine run several times faster than with two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_medmnist(EXAMPLES, FLAG)
+
+
+@pytest.fixture(scope="module")
+def run(data, tmp_path_factory):
+    return train(data, tmp_path_factory.mktemp("run"), TINY, progress=False)
+
+
+@pytest.fixture(scope="module")
+def scores(run):
+    return score_run(run.out, WINDOWS)
+
+
+def test_shipped_subset_is_real_pneumoniamnist(data):
+    assert (len(data.train), len(data.val), len(data.test)) == (300, 100, 100)
+    assert (data.n_channels, data.image_size, data.n_classes) == (1, 28, 2)
+    assert np.bincount(data.train.labels).tolist() == [77, 223]  # the official 1214 : 3494 share
+    with np.load(EXAMPLES / f"{FLAG}.npz") as z:
+        assert len(np.unique(z["train_indices"])) == 300 and z["train_indices"].max() < 4708
+
+
+def test_run_records_every_sample_every_epoch(run, data):
+    store = run.store
+    assert (store.n_samples, store.n_epochs) == (300, 4)
+    np.testing.assert_array_equal(store.ids, np.arange(300))
+    np.testing.assert_array_equal(store.groups, data.train.labels.astype(str))
+    for name in SERIES:
+        assert np.isfinite(store[name]).all(), name  # the final partial batch too: no NaN, no silent zero
+    p, err, correct, margin = store["p_true"], store["error_norm"], store["correct"], store["margin"]
+    assert set(np.unique(correct)) <= {0.0, 1.0} and 0 < correct.mean() < 1
+    # two classes: ||p - onehot|| = sqrt(2) (1 - p_y) and margin = 2 p_y - 1, exactly
+    np.testing.assert_allclose(err, np.sqrt(2) * (1 - p), atol=1e-5)
+    np.testing.assert_allclose(margin, 2 * p - 1, atol=1e-5)
+    np.testing.assert_array_equal(correct == 1, margin > 0)
+    assert run.train_probs.shape == (300, 2) and np.allclose(run.train_probs.sum(1), 1, atol=1e-5)
+    history = pd.read_csv(run.out / "history.csv")
+    assert list(history["epoch"]) == [0, 1, 2, 3]
+    np.testing.assert_allclose(history["train_acc"], correct.mean(0), atol=1e-6)
+    assert 0 <= run.final_test_acc <= 1 and 0 <= run.best_test_acc <= 1 and 0 <= run.best_val_epoch < 4
+    assert run.iterations == 4 * 5
+
+
+def test_scores_are_finite(scores):
+    assert len(scores) == 300
+    for column in ("eva", "el2n", "forgetting", "aum", "entropy"):
+        assert np.isfinite(scores[column]).all(), column
+    assert (scores["eva"] > 0).any() and (scores["entropy"] >= 0).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_coresets_have_the_right_size_and_class_shares(scores, method):
+    ids = select_coreset(scores, method, 0.1, seed=1)
+    assert len(ids) == 30 and len(np.unique(ids)) == 30 and set(ids) <= set(range(300))
+    if method != "ccs":
+        balanced = select_coreset(scores, method, 0.1, class_balance=True, seed=1)
+        counts = scores.set_index("id").loc[balanced, "group"].value_counts()
+        assert len(balanced) == 30 and abs(counts["0"] - 30 * 77 / 300) <= 1 and abs(counts["1"] - 30 * 223 / 300) <= 1
+    if method in ("eva", "el2n", "entropy"):  # keep the highest
+        kept = scores["id"].isin(ids)
+        assert scores.loc[kept, method].min() >= scores.loc[~kept, method].max()
+
+
+def test_retraining_on_a_coreset_under_both_schedules(run, scores):
+    ids = select_coreset(scores, "eva", 0.1)
+    same_epochs = retrain(run.out, Coreset("eva", 0.1, 0, ids), progress=False)
+    assert (same_epochs.n_train, same_epochs.epochs, same_epochs.iterations) == (30, 4, 4)
+    same_iterations = retrain(run.out, Coreset("eva", 0.1, 0, ids), schedule="iterations", progress=False)
+    assert (same_iterations.epochs, same_iterations.iterations) == (20, run.iterations)
+    for result in (same_epochs, same_iterations):
+        assert 0 <= result.final_test_acc <= 1 and 0 <= result.best_test_acc <= 1
+        assert (result.out / "kept.txt").read_text().split() == [str(i) for i in ids]
+
+
+def test_an_interrupted_run_resumes_to_the_same_dynamics(run, data, tmp_path):
+    def stop_after_second_epoch(row):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, tmp_path, TINY, progress=False, on_epoch=stop_after_second_epoch)
+    resumed = train(data, tmp_path, TINY, progress=False)
+    for name in SERIES:
+        np.testing.assert_allclose(resumed.store[name], run.store[name], atol=1e-5)
+    assert resumed.final_test_acc == run.final_test_acc
+    with pytest.raises(DietError, match="other settings"):
+        train(data, tmp_path, TrainConfig(epochs=5, batch_size=64, width=4, layers=(1, 1, 1, 1)), progress=False)
+
+
+def test_missing_file_names_the_expected_file(tmp_path):
+    with pytest.raises(DietError, match=r"organamnist_64\.npz.*not found"):
+        load_medmnist(tmp_path, "organamnist", 64)
+
+
+def _write(path, data, **changes):
+    arrays = {f"{s}_{k}": getattr(getattr(data, s), k) for s in ("train", "val", "test") for k in ("images", "labels")}
+    arrays = {k: (v[:, 0] if k.endswith("images") else v[:, None]) for k, v in arrays.items()}
+    arrays.update(changes)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+
+
+def test_wrong_keys_and_shapes_are_clear_errors(data, tmp_path):
+    _write(tmp_path / "nokeys.npz", data, val_labels=None)
+    with pytest.raises(DietError, match="missing keys val_labels"):
+        load_medmnist(tmp_path, "nokeys")
+    _write(tmp_path / "multilabel.npz", data, train_labels=np.zeros((300, 14), np.uint8))
+    with pytest.raises(DietError, match="multi-label"):
+        load_medmnist(tmp_path, "multilabel")
+    _write(tmp_path / "short.npz", data, test_labels=data.test.labels[:50, None])
+    with pytest.raises(DietError, match=r"test_labels has shape \(50, 1\) for 100 images"):
+        load_medmnist(tmp_path, "short")
+    _write(tmp_path / "small_64.npz", data)  # 28 x 28 images under a 64 x 64 name
+    with pytest.raises(DietError, match="expected square 64 x 64"):
+        load_medmnist(tmp_path, "small", 64)
+
+
+def test_rgb_and_multiclass_files_load(data, tmp_path):
+    rgb = {f"{s}_images": np.repeat(getattr(data, s).images[:, 0, :, :, None], 3, axis=-1)
+           for s in ("train", "val", "test")}
+    _write(tmp_path / "rgb.npz", data, **rgb, train_labels=(np.arange(300) % 5)[:, None].astype(np.uint8))
+    loaded = load_medmnist(tmp_path, "rgb")
+    assert (loaded.n_channels, loaded.n_classes) == (3, 5)
+
+
+@pytest.mark.parametrize("rate", [0, 1.5])
+def test_rate_outside_the_open_unit_interval_is_an_error(scores, rate):
+    with pytest.raises(DietError, match=r"rate must be in \(0, 1\)"):
+        select_coreset(scores, "eva", rate)
+
+
+def test_window_beyond_the_trained_epochs_is_an_error(run):
+    with pytest.raises(DietError, match=r"dynamics\.npz: EVA late window \[3, 6\) needs 6 epochs but only 4"):
+        score_run(run.out, ScoreConfig(eva_early=(0, 2), eva_late=(3, 6), el2n_window=(0, 2)))
+    with pytest.raises(DietError, match=r"EVA early window \[0, 10\) needs 10 epochs"):
+        score_run(run.out)  # the paper's default windows need a longer run
+
+
+def test_command_line_train_select_coreset_bench(tmp_path, capsys):
+    data_args = ["--flag", FLAG, "--root", str(EXAMPLES)]
+    run = tmp_path / "run"
+    assert main(["medmnist", "train", *data_args, *TINY_ARGS, "--out", str(run)]) == 0
+    assert main(["medmnist", "select", "--run", str(run), "--method", "eva", "--rate", "0.05", *WINDOW_ARGS]) == 0
+    assert len((run / "coresets" / "eva_0.05_seed0.txt").read_text().split()) == 15
+    assert main(["medmnist", "coreset", "--run", str(run), "--method", "random", "--rate", "0.05",
+                 "--class-balance", "--no-progress", *WINDOW_ARGS]) == 0
+    table = pd.read_csv(run / "coresets" / "results.csv")
+    assert list(table["method"]) == ["full", "random"] and table["n_kept"].tolist() == [300, 15]
+    bench = tmp_path / "bench"
+    assert main(["medmnist", "bench", *data_args, *TINY_ARGS, *WINDOW_ARGS, "--methods", "eva", "ccs",
+                 "--rates", "0.1", "--seeds", "0", "--out", str(bench)]) == 0
+    results = pd.read_csv(bench / "results.csv")
+    assert list(results["method"]) == ["full", "eva", "ccs"] and results["n_kept"].tolist() == [300, 30, 30]
+    assert "| eva |" in (bench / "results.md").read_text()
+    capsys.readouterr()
+    assert main(["medmnist", "train", "--flag", "nothere", "--root", str(tmp_path), "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothere.npz" in err[0] and "not found" in err[0]
