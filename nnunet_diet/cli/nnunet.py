@@ -53,6 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--centres", default=None, help="CSV id,centre or a regex whose first group is the centre")
     p.add_argument("--unscored", choices=["keep", "remove", "error"], default="keep",
                    help="cases with no score (not drawn in the scoring window): keep (default), remove, error")
+    p.add_argument("--keep-list", type=Path, default=None, help="CSV with id and keep (1/0) columns, e.g. from "
+                   "'nnunet-diet meddel': keep exactly those training cases (instead of --scores/--rate/--mode)")
     p.add_argument("--replace", action="store_true", help="rewrite the fold in place instead of appending a fold")
     p.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
     p.add_argument("--seed", type=int, default=0)
@@ -84,6 +86,8 @@ def run_prune(args: argparse.Namespace) -> int:
     splits, created = sp.load_or_create_splits(pre, identifiers)
     if not 0 <= args.fold < len(splits):
         raise DietError(f"fold {args.fold} does not exist: {pre / sp.SPLITS_FILE} has folds 0-{len(splits) - 1}")
+    if args.keep_list:
+        args.scores, args.score, args.mode = args.keep_list, "keep", "keep-list"
     scores_path = args.scores or results_fold_folder(args.dataset, args.trainer, args.plans, args.configuration,
                                                       args.fold) / "dad" / "scores.csv"
     if scores_path.is_dir():
@@ -102,8 +106,12 @@ def run_prune(args: argparse.Namespace) -> int:
             groups = scores.set_index("id").loc[fold["train"], "group"].astype(str).to_numpy()
         else:
             raise DietError("--stratify needs --centres or a 'group' column in the scores")
-    result = sp.prune_fold(fold["train"], scores, args.score, args.rate, args.mode, groups=groups,
-                           easy_end=args.easy_end, seed=args.seed, unscored=args.unscored)
+    if args.keep_list:
+        result = sp.keep_fold(fold["train"], scores)
+        args.rate = len(result.removed) / len(fold["train"])
+    else:
+        result = sp.prune_fold(fold["train"], scores, args.score, args.rate, args.mode, groups=groups,
+                               easy_end=args.easy_end, seed=args.seed, unscored=args.unscored)
     n_unscored = int(result.table["score"].isna().sum()) if args.mode != "random" else 0
     if n_unscored:
         print(f"note: {n_unscored} training case(s) have no {args.score} (not drawn in the scoring window): "

@@ -1,0 +1,166 @@
+"""MedDEL near-duplicate removal and NormDEL tooling on real PneumoniaMNIST images (the shipped subset)
+with exact and near-duplicates planted in them, embedded with the training-free intensity encoder."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nnunet_diet.cli.main import main
+from nnunet_diet.core.errors import DietError
+from nnunet_diet.core.meddel import dedup, dedup_to_fraction, l2_normalise
+from nnunet_diet.embed.cluster import kmeans
+from nnunet_diet.embed.store import Embeddings, load_embeddings
+from nnunet_diet.embed.table import run_meddel
+from nnunet_diet.nnunet.splits import keep_fold
+
+SUBSET = Path(__file__).resolve().parent.parent / "nnunet_diet" / "examples" / "pneumoniamnist_subset.npz"
+N_REAL = 300
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """300 real images + 10 exact copies + 10 noisy copies (sigma 3 grey levels) + 10 with contrast
+    and brightness changed, embedded through the CLI. Returns (folder, copy row -> original row)."""
+    tmp = tmp_path_factory.mktemp("planted")
+    images = np.load(SUBSET)["train_images"]
+    rng = np.random.default_rng(0)
+    noisy = np.clip(images[10:20] + rng.normal(0, 3, images[10:20].shape), 0, 255).astype(np.uint8)
+    contrast = np.clip(0.8 * images[20:30].astype(float) + 20, 0, 255).astype(np.uint8)
+    allimages = np.concatenate([images, images[:10], noisy, contrast])
+    np.savez(tmp / "planted.npz", train_images=allimages)
+    assert main(["embed", "--npz", str(tmp / "planted.npz"), "-o", str(tmp / "emb"), "--no-progress"]) == 0
+    copies = {N_REAL + i: i for i in range(30)}
+    return tmp / "emb", copies
+
+
+def _unit(emb: Embeddings) -> np.ndarray:
+    return l2_normalise(emb.vectors)
+
+
+def test_planted_duplicates_are_removed_and_distinct_images_kept(planted, tmp_path):
+    folder, copies = planted
+    out = tmp_path / "keep.csv"
+    assert main(["meddel", str(folder), "--eta", "0.98", "--clusters", "8", "-o", str(out)]) == 0
+    table = pd.read_csv(out, dtype={"id": str, "duplicate_of": str})
+    keep = table.set_index("id")["keep"]
+    for copy, original in copies.items():  # exactly one of each planted pair survives, and it names the other
+        assert keep[str(copy)] + keep[str(original)] == 1
+        removed = str(copy) if keep[str(original)] else str(original)
+        assert table.set_index("id").loc[removed, "duplicate_of"] == (str(original) if removed == str(copy)
+                                                                      else str(copy))
+    assert keep.sum() == N_REAL  # every distinct real image is kept
+    assert set(table.loc[table["keep"] == 0, "reason"]) == {"duplicate"}
+    assert (table.loc[table["keep"] == 0, "max_similarity"] > 0.98).all()
+    assert (table.loc[table["keep"] == 1, "max_similarity"].dropna() <= 0.98).all()
+
+
+def test_greedy_matches_a_brute_force_reference_for_any_block_and_visit_order(planted):
+    x = _unit(load_embeddings(planted[0]))
+    labels, centroids = kmeans(x, 5, seed=1)
+    for visit in ("closest", "farthest"):
+        ref = dedup(x, labels, centroids, 0.9, epsilon=None, visit=visit, block=1024)
+        dist = ref.distance if visit == "closest" else -ref.distance
+        expect = np.zeros(len(x), bool)
+        for k in range(5):
+            kept = []
+            for i in np.flatnonzero(labels == k)[np.argsort(dist[labels == k], kind="stable")]:
+                if not kept or (x[kept] @ x[i]).max() <= 0.9:
+                    kept.append(i)
+            expect[kept] = True
+        np.testing.assert_array_equal(ref.keep, expect)
+        small = dedup(x, labels, centroids, 0.9, epsilon=None, visit=visit, block=7)
+        np.testing.assert_array_equal(small.keep, expect)
+        np.testing.assert_allclose(small.max_similarity, ref.max_similarity, atol=1e-5)
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.2, 0.5, 1.0])
+def test_target_fraction_lands_within_tolerance(planted, fraction):
+    emb = load_embeddings(planted[0])
+    result = run_meddel(emb, fraction=fraction, clusters=8, tolerance=0.01)
+    assert abs(result.fraction - fraction) <= 0.01
+    assert result.target == fraction and -1 <= result.eta <= 1
+
+
+def test_results_are_deterministic_with_a_seed(planted, tmp_path):
+    outs = []
+    for name in ("a.csv", "b.csv"):
+        assert main(["meddel", str(planted[0]), "--fraction", "0.3", "--seed", "3", "-o", str(tmp_path / name)]) == 0
+        outs.append((tmp_path / name).read_text())
+    assert outs[0] == outs[1]
+
+
+def test_epsilon_filter_removes_far_members_first(planted):
+    x = _unit(load_embeddings(planted[0]))
+    labels, centroids = kmeans(x, 4, seed=0)
+    result = dedup(x, labels, centroids, 1.0, epsilon=0.05)
+    far = result.distance > 0.05
+    assert far.any() and not result.keep[far].any() and set(result.reason[far]) == {"epsilon"}
+    with pytest.raises(DietError, match="epsilon filter"):
+        dedup_to_fraction(x, labels, centroids, 0.99, epsilon=0.05)
+
+
+def test_clear_errors(planted, tmp_path, capsys):
+    x = _unit(load_embeddings(planted[0]))
+    labels, centroids = kmeans(x, 4, seed=0)
+    with pytest.raises(DietError, match="non-empty"):
+        l2_normalise(np.zeros((0, 8), np.float32), "empty.npz")
+    bad = x.copy()
+    bad[5, 3] = np.nan
+    with pytest.raises(DietError, match="row 5 has NaN"):
+        l2_normalise(bad, "nan.npz")
+    with pytest.raises(DietError, match="dimension"):
+        dedup(x, labels, centroids[:, :10], 0.9)
+    for fraction in (0.0, 1.5, -0.2):
+        with pytest.raises(DietError, match=r"\(0, 1\]"):
+            dedup_to_fraction(x, labels, centroids, fraction)
+    with pytest.raises(DietError, match="below one sample per cluster"):
+        dedup_to_fraction(x, labels, centroids, 0.001, epsilon=None)
+    np.savez(tmp_path / "nan.npz", ids=np.arange(3), embeddings=np.array([[1, 0], [np.nan, 1], [0, 1.0]]))
+    assert main(["meddel", str(tmp_path / "nan.npz"), "--eta", "0.9"]) == 2
+    assert "nan.npz: row 1 has NaN" in capsys.readouterr().err
+    np.savez(tmp_path / "empty.npz", ids=np.arange(0), embeddings=np.zeros((0, 4)))
+    assert main(["meddel", str(tmp_path / "empty.npz"), "--fraction", "0.5"]) == 2
+    assert "empty.npz: expected a non-empty" in capsys.readouterr().err
+    assert main(["meddel", str(planted[0]), "--fraction", "1.2"]) == 2
+    assert "(0, 1]" in capsys.readouterr().err
+    (planted[0] / "meta.json").write_text((planted[0] / "meta.json").read_text().replace('"d": 256', '"d": 768'))
+    try:
+        assert main(["meddel", str(planted[0]), "--fraction", "0.5"]) == 2
+        assert "768-d" in capsys.readouterr().err
+    finally:
+        (planted[0] / "meta.json").write_text((planted[0] / "meta.json").read_text().replace('"d": 768', '"d": 256'))
+
+
+def test_per_centre_view_and_keep_list_for_prune(planted, tmp_path, capsys):
+    ids = load_embeddings(planted[0]).ids
+    centres = tmp_path / "centres.csv"
+    centres.write_text("id,centre\n" + "".join(f"{i},{'copies' if int(i) >= N_REAL else 'real'}\n" for i in ids))
+    out = tmp_path / "keep.csv"
+    assert main(["meddel", str(planted[0]), "--eta", "0.98", "--clusters", "8", "--centres", str(centres),
+                 "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "real" in printed and "copies" in printed and "kept_fraction" in printed
+    table = pd.read_csv(out, dtype={"id": str})
+    assert set(table["centre"]) == {"real", "copies"}
+    train = [str(i) for i in range(0, N_REAL + 30, 3)]
+    result = keep_fold(train, table)
+    assert result.train == [i for i in train if table.set_index("id").loc[i, "keep"] == 1]
+    assert sorted(result.train + result.removed) == sorted(train)
+    with pytest.raises(DietError, match="not in the keep list"):
+        keep_fold(train + ["no_such_case"], table)
+
+
+def test_normdel_table_reproduces_the_papers_table_3(tmp_path, capsys):
+    # Kvasir-SEG, paper 002 Table 3: mIoU and NormDEL x 100 at 5 / 10 / 20 / 33 / 50 / 100 % retained.
+    rows = [(0.05, 75.45, 67.21), (0.10, 75.74, 66.49), (0.20, 76.37, 65.14), (0.33, 76.03, 63.33),
+            (0.50, 76.77, 61.43), (1.00, 76.02, 56.95)]
+    src = tmp_path / "results.csv"
+    pd.DataFrame({"fraction": [r[0] for r in rows], "metric": [r[1] / 100 for r in rows]}).to_csv(src, index=False)
+    assert main(["normdel-table", str(src), "-o", str(tmp_path / "out.csv")]) == 0
+    out = pd.read_csv(tmp_path / "out.csv")
+    np.testing.assert_allclose(out["normdel"], [r[2] for r in rows], atol=0.006)
+    pd.DataFrame({"fraction": [0.05], "metric": [75.45]}).to_csv(src, index=False)
+    assert main(["normdel-table", str(src)]) == 2
+    assert "results.csv: metric must be in [0, 1]" in capsys.readouterr().err
