@@ -13,7 +13,7 @@ EXTRAS ?= dev,monailabel
 PIP_CONFIGURED_CONSTRAINT := $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/^global\.constraint='\(.*\)'$$/\1/p")
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt $(PIP_CONFIGURED_CONSTRAINT)
 
-.PHONY: install demo test clean
+.PHONY: install demo test clean browser
 
 install: $(STAMP)
 
@@ -26,7 +26,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/nnunet-diet pipeline -o demo_out
 
-test: $(STAMP)
+# The report test renders in a real headless Chromium (Debian's package; needs root and apt-get).
+browser:
+	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium could not be installed: the browser test of the report will be skipped"
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
 clean:
