@@ -11,20 +11,19 @@ import argparse
 import json
 import os
 from pathlib import Path
-
-import pandas as pd
-import torch
-from tqdm.auto import tqdm
+from typing import TYPE_CHECKING
 
 from ..core.atomic import atomic_write_text
 from ..core.scores import ScoreConfig
-from ..medmnist.bench import bench, result_row, write_tables
-from ..medmnist.coreset import SCHEDULES, Coreset, retrain, run_config
+from ..medmnist.config import METHODS, SCHEDULES, TrainConfig
 from ..medmnist.data import DEFAULT_ROOT, SIZES, load_medmnist
-from ..medmnist.distributed import Context, setup, teardown
-from ..medmnist.selection import METHODS, class_counts, score_run, select_coreset
-from ..medmnist.trainer import TrainConfig, TrainResult, train
 from .scores import EVA_CONVENTIONS
+
+if TYPE_CHECKING:  # torch, MONAI and the trainer load only when a step runs: --help stays fast
+    import pandas as pd
+
+    from ..medmnist.coreset import Coreset
+    from ..medmnist.distributed import Context
 
 
 def _data_options(p: argparse.ArgumentParser) -> None:
@@ -140,6 +139,10 @@ def _score_config(args: argparse.Namespace) -> ScoreConfig:
 
 
 def _context(args: argparse.Namespace) -> Context:
+    import torch
+
+    from ..medmnist.distributed import setup
+
     ctx = setup(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -149,11 +152,16 @@ def _context(args: argparse.Namespace) -> Context:
 
 
 def _epoch_line(row: dict) -> None:
+    from tqdm.auto import tqdm
+
     tqdm.write(f"epoch {row['epoch'] + 1}: loss {row['loss']:.4f}  train acc {row['train_acc']:.4f}  "
                f"val acc {row['val_acc']:.4f}  lr {row['lr']:.4g}  ({row['seconds']:.1f} s)")
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ..medmnist.distributed import teardown
+    from ..medmnist.trainer import train
+
     data = load_medmnist(args.root, args.flag, args.size)
     ctx = _context(args)
     try:
@@ -170,6 +178,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _select(args: argparse.Namespace, write: bool = True) -> tuple[pd.DataFrame, Coreset]:
+    from ..medmnist.coreset import Coreset
+    from ..medmnist.selection import score_run, select_coreset
+
     frame = score_run(args.run, _score_config(args))
     ids = select_coreset(frame, args.method, args.rate, class_balance=args.class_balance,
                          hard_prune=args.hard_prune, seed=args.seed)
@@ -179,6 +190,8 @@ def _select(args: argparse.Namespace, write: bool = True) -> tuple[pd.DataFrame,
 
 
 def run_select(args: argparse.Namespace) -> int:
+    from ..medmnist.selection import class_counts
+
     frame, coreset = _select(args)
     out = args.output or args.run / "coresets" / f"{coreset.name}.txt"
     atomic_write_text(out, "\n".join(map(str, coreset.ids)) + "\n")
@@ -189,6 +202,12 @@ def run_select(args: argparse.Namespace) -> int:
 
 def _add_to_tables(run: Path, row: dict) -> Path:
     """Add a coreset result to ``run/coresets/results.{csv,md}`` (with the run's full-data row)."""
+    import pandas as pd
+
+    from ..medmnist.bench import result_row, write_tables
+    from ..medmnist.coreset import run_config
+    from ..medmnist.trainer import TrainResult
+
     folder = run / "coresets"
     old = pd.read_csv(folder / "results.csv").to_dict("records") if (folder / "results.csv").is_file() else []
     full = result_row("full", 1.0, int(run_config(run)["train"]["seed"]), TrainResult.load(run), "full")
@@ -197,6 +216,11 @@ def _add_to_tables(run: Path, row: dict) -> Path:
 
 
 def run_coreset(args: argparse.Namespace) -> int:
+    from ..medmnist.bench import result_row
+    from ..medmnist.coreset import retrain, run_config
+    from ..medmnist.distributed import teardown
+    from ..medmnist.selection import class_counts
+
     run_config(args.run)
     ctx = _context(args)
     try:
@@ -213,6 +237,9 @@ def run_coreset(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    from ..medmnist.bench import bench
+    from ..medmnist.distributed import teardown
+
     data = load_medmnist(args.root, args.flag, args.size)
     ctx = _context(args)
     try:

@@ -6,15 +6,18 @@ the core :class:`~nnunet_diet.core.store.DynamicsStore`; :mod:`.selection` score
 library and picks coresets; :mod:`.coreset` retrains on them; :mod:`.bench` runs the paper's table.
 """
 
-from .bench import bench, markdown_table
-from .coreset import Coreset, coreset_epochs, retrain
-from .data import MedMNISTData, data_path, load_medmnist, read_npz
-from .model import build_resnet
-from .selection import METHODS, score_run, select_coreset
-from .trainer import TrainConfig, TrainResult, train
+from importlib import import_module
 
-__all__ = [
-    "MedMNISTData", "load_medmnist", "read_npz", "data_path", "build_resnet",
-    "TrainConfig", "TrainResult", "train", "METHODS", "score_run", "select_coreset",
-    "Coreset", "coreset_epochs", "retrain", "bench", "markdown_table",
-]
+_HOME = {  # public name -> submodule; loaded on first use, so importing the package does not load torch
+    "bench": "bench", "markdown_table": "bench", "Coreset": "coreset", "coreset_epochs": "coreset",
+    "retrain": "coreset", "MedMNISTData": "data", "data_path": "data", "load_medmnist": "data",
+    "read_npz": "data", "build_resnet": "model", "METHODS": "config", "TrainConfig": "config",
+    "score_run": "selection", "select_coreset": "selection", "TrainResult": "trainer", "train": "trainer",
+}
+__all__ = list(_HOME)
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        return getattr(import_module(f".{_HOME[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,13 +16,12 @@ import numpy as np
 
 from ..core.atomic import atomic_write_text
 from ..core.errors import DietError
+from .config import SCHEDULES
 from .data import read_npz
 from .distributed import Context
 from .trainer import CONFIG, TrainConfig, TrainResult, train
 
 __all__ = ["SCHEDULES", "Coreset", "coreset_epochs", "run_config", "retrain"]
-
-SCHEDULES = ("epochs", "iterations")
 
 
 @dataclass(frozen=True)

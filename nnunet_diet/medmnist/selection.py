@@ -20,11 +20,11 @@ from ..core.errors import DietError, check_fraction, check_window
 from ..core.scores import SCORE_DIRECTIONS, ScoreConfig, score_table
 from ..core.selection import ccs, select
 from ..core.store import DynamicsStore
+from .config import METHODS
 from .trainer import DYNAMICS, PROBS
 
 __all__ = ["METHODS", "DIRECTIONS", "score_run", "select_coreset", "class_counts"]
 
-METHODS = ("eva", "random", "forgetting", "entropy", "el2n", "aum", "ccs")
 DIRECTIONS = {**SCORE_DIRECTIONS, "entropy": "top"}  # highest entropy = most uncertain first
 
 

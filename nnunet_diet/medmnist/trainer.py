@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from ..core.atomic import atomic_open, atomic_write_text
 from ..core.errors import DietError
 from ..core.store import DynamicsStore
+from .config import TrainConfig
 from .data import MedMNISTData
 from .distributed import Context, broadcast, setup
 from .model import build_resnet
@@ -43,37 +44,6 @@ __all__ = ["TrainConfig", "TrainResult", "train", "run_epoch", "predict", "make_
 
 CHECKPOINT, DYNAMICS, PROBS, HISTORY, RESULT, CONFIG = (
     "checkpoint.pt", "dynamics.npz", "train_probs.npy", "history.csv", "result.json", "config.json")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training settings; the defaults are the EVA paper's (200 epochs of ResNet-18, batch 256)."""
-
-    epochs: int = 200
-    batch_size: int = 256
-    lr: float = 0.1
-    min_lr: float = 1e-4
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = True
-    width: int = 64
-    layers: tuple[int, int, int, int] = (2, 2, 2, 2)
-    stem_stride: int = 1
-    seed: int = 0
-    eval_every: int = 1
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "layers", tuple(int(v) for v in self.layers))
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
-            raise DietError(f"epochs, batch size and eval_every must be >= 1, got {self.epochs}, "
-                            f"{self.batch_size}, {self.eval_every}")
-        if not 0 <= self.min_lr <= self.lr:
-            raise DietError(f"learning rates must satisfy 0 <= min_lr <= lr, got {self.min_lr} and {self.lr}")
-
-    def iterations_per_epoch(self, n: int, world: int = 1) -> int:
-        """Optimiser steps per epoch on ``n`` samples over ``world`` ranks (last batch kept)."""
-        local = -(-n // world)
-        return -(-local // -(-self.batch_size // world))
 
 
 @dataclass(frozen=True)
