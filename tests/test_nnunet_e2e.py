@@ -250,3 +250,25 @@ def test_exact_mode_scores_every_case_on_fixed_patches(nnunet_root):
     np.testing.assert_allclose(table["dad"], traj.dad[-1], rtol=1e-5)  # DAD comes from the exact series
     log = next(folder.glob("training_log_*.txt")).read_text()
     assert log.count("DAD exact mode: 8 cases evaluated on fixed patches") == 3
+
+
+def test_meddel_embeds_preprocessed_cases_with_the_trained_encoder(trained, tmp_path):
+    """MedDEL's nnU-Net source: the trained fold-0 model's global-average-pooled bottleneck per case."""
+    from nnunet_diet.embed.store import load_embeddings
+
+    root, _ = trained
+    model = _fold_folder(root, 0).parent
+    pre = root / "pre" / DATASET / "nnUNetPlans_3d_fullres"
+    _run([BIN / "nnunet-diet", "embed", "--preprocessed", pre, "--source", "nnunet", "--model", model,
+          "--fold", "0", "-o", tmp_path / "emb", "--no-progress", "--dtype", "float32"], _env(root))
+    emb = load_embeddings(tmp_path / "emb")
+    plans = json.loads((root / "pre" / DATASET / "nnUNetPlans_lite.json").read_text())
+    deepest = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"][-1]
+    assert emb.vectors.shape == (N_CASES, deepest) and np.isfinite(emb.vectors).all()
+    labels = root / "raw" / DATASET / "labelsTr"
+    assert list(emb.ids) == sorted(p.name.removesuffix(".nii.gz") for p in labels.iterdir())
+    assert emb.meta["source"] == "nnunet"
+    _run([BIN / "nnunet-diet", "meddel", tmp_path / "emb", "--fraction", "0.5", "-o", tmp_path / "keep.csv"],
+         _env(root))
+    keep = pd.read_csv(tmp_path / "keep.csv")
+    assert len(keep) == N_CASES and 0 < keep["keep"].sum() < N_CASES
