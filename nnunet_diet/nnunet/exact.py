@@ -67,11 +67,11 @@ class ExactEvaluator:
         self.label_manager = label_manager
         self.batch_size = max(1, int(batch_size))
         self._centres: dict[str, tuple[int, ...]] = {}
-        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] | None = {}
-        self._cache_bytes = cache_bytes
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._cache_left = cache_bytes  # bytes the cache may still take
 
     def _patch(self, identifier: str) -> tuple[np.ndarray, np.ndarray]:
-        if self._cache is not None and identifier in self._cache:
+        if identifier in self._cache:
             return self._cache[identifier]
         data, seg = self.dataset.load_case(identifier)[:2]
         if identifier not in self._centres:
@@ -80,10 +80,10 @@ class ExactEvaluator:
         # slice before converting: nnU-Net's blosc2 arrays decompress only the slice
         pair = (fixed_patch(data, centre, self.patch_size).astype(np.float32),
                 target_for(fixed_patch(seg, centre, self.patch_size), self.label_manager))
-        if self._cache is not None:
-            used = sum(d.nbytes + s.nbytes for d, s in self._cache.values())
-            if used + pair[0].nbytes + pair[1].nbytes <= self._cache_bytes:
-                self._cache[identifier] = pair
+        size = pair[0].nbytes + pair[1].nbytes
+        if size <= self._cache_left:
+            self._cache[identifier] = pair
+            self._cache_left -= size
         return pair
 
     @torch.no_grad()
