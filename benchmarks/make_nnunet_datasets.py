@@ -4,11 +4,13 @@
   background / anterior / posterior); ids ``hippocampus_XXX``.
 - ``polyp``: two centres of colonoscopy polyp segmentation as a 2D natural-image dataset (RGB PNG,
   nnU-Net's ``NaturalImage2DIO``): the first N Kvasir-SEG (Vestre Viken) and N CVC-ClinicDB (Hospital
-  Clinic) pairs in name order; ids ``kvasir_<name>`` / ``cvc_<n>`` so that the centre is the id's
-  prefix (``NNUNET_DIET_CENTRES='^(kvasir|cvc)_'``). Masks are JPEG: binarised with grey > 127.
+  Clinic) pairs spread evenly over each centre's name order (CVC-ClinicDB's frames come from 29 videos
+  in sequence: the spread covers them all); ids ``kvasir_<name>`` / ``cvc_<n>`` so that the centre is
+  the id's prefix (``NNUNET_DIET_CENTRES='^(kvasir|cvc)_'``). ``--max-side`` shrinks the images
+  (bilinear) for CPU work. Masks are JPEG: binarised with grey > 127 (after resizing).
 
 Run:  .venv/bin/python benchmarks/make_nnunet_datasets.py hippocampus -n 100 -o /tmp/raw/Hippocampus100
-      .venv/bin/python benchmarks/make_nnunet_datasets.py polyp -n 150 -o /tmp/raw/Polyp300
+      .venv/bin/python benchmarks/make_nnunet_datasets.py polyp -n 150 --max-side 128 -o /tmp/raw/Polyp300
 """
 
 from __future__ import annotations
@@ -39,16 +41,27 @@ def hippocampus(n: int, out: Path) -> int:
     return _dataset_json(out, meta, len(images), "MSD Task04 Hippocampus (CC BY-SA 4.0; Antonelli et al. 2022)")
 
 
-def polyp(n: int, out: Path) -> int:
+def polyp(n: int, out: Path, max_side: int | None = None) -> int:
     from PIL import Image
+
+    def load(path: Path, mode: str) -> Image.Image:
+        picture = Image.open(path).convert(mode)
+        scale = max_side / max(picture.size) if max_side else 1.0
+        if scale < 1:
+            size = (round(picture.width * scale), round(picture.height * scale))
+            picture = picture.resize(size, Image.Resampling.BILINEAR)
+        return picture
 
     count = 0
     for centre, folder in (("kvasir", "Kvasir-SEG"), ("cvc", "CVC-ClinicDB")):
-        names = sorted((DATA / "polyp" / folder / "images").glob("*.jpg"), key=lambda p: (len(p.stem), p.stem))[:n]
-        for image in names:
+        names = sorted((DATA / "polyp" / folder / "images").glob("*.jpg"), key=lambda p: (len(p.stem), p.stem))
+        if n > len(names):
+            raise SystemExit(f"{folder} has {len(names)} images, asked for {n}")
+        for index in np.linspace(0, len(names) - 1, n).round().astype(int):
+            image = names[index]
             case = f"{centre}_{image.stem}"
-            Image.open(image).convert("RGB").save(out / "imagesTr" / f"{case}_0000.png")
-            mask = np.asarray(Image.open(DATA / "polyp" / folder / "masks" / image.name).convert("L")) > 127
+            load(image, "RGB").save(out / "imagesTr" / f"{case}_0000.png")
+            mask = np.asarray(load(DATA / "polyp" / folder / "masks" / image.name, "L")) > 127
             Image.fromarray(mask.astype(np.uint8)).save(out / "labelsTr" / f"{case}.png")
             count += 1
     meta = {"channel_names": {"0": "R", "1": "G", "2": "B"}, "labels": {"background": 0, "polyp": 1},
@@ -67,13 +80,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=("hippocampus", "polyp"))
     parser.add_argument("-n", type=int, required=True, help="cases (polyp: per centre)")
+    parser.add_argument("--max-side", type=int, default=None, help="polyp: shrink images to this longest side")
     parser.add_argument("-o", "--output", type=Path, required=True, help="raw dataset folder to create")
     args = parser.parse_args()
     if args.output.exists():
         raise SystemExit(f"{args.output} exists")
     (args.output / "imagesTr").mkdir(parents=True)
     (args.output / "labelsTr").mkdir()
-    n = (hippocampus if args.dataset == "hippocampus" else polyp)(args.n, args.output)
+    n = hippocampus(args.n, args.output) if args.dataset == "hippocampus" else \
+        polyp(args.n, args.output, args.max_side)
     print(f"{args.output}: {n} cases")
 
 

@@ -45,11 +45,13 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--layers", type=int, nargs=4, default=[1, 1, 1, 1])
+    p.add_argument("--stem-stride", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=128)
     args = p.parse_args()
 
     data = read_npz(args.npz)
-    config = TrainConfig(epochs=args.epochs, width=args.width, layers=tuple(args.layers), batch_size=args.batch_size)
+    config = TrainConfig(epochs=args.epochs, width=args.width, layers=tuple(args.layers),
+                         stem_stride=args.stem_stride, batch_size=args.batch_size)
     full_dir = args.out / "full"
     full = _done(full_dir) or train(data, full_dir, config, record=False, progress=False)
     rows = [{"method": "full", "target": 1.0, "fraction": 1.0, "n_kept": full.n_train, "seed": 0, "eta": np.nan,

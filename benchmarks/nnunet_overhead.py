@@ -32,6 +32,7 @@ def main() -> None:
 
     import numpy as np
     import torch
+
     from inprocess import make_trainer
 
     trainer = make_trainer("nnUNetTrainerDADAdam", args.work, features=args.features,

@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from nnunet_diet.cli.pipeline import BIN, _step, nnunet_env, prepare
+from nnunet_runs import NnunetRuns
 
 METHODS = {  # label: nnunet-diet prune options
     "DAD ambiguous": ["--score", "dad", "--mode", "ambiguous"],
@@ -47,45 +47,27 @@ def main() -> None:
     parser.add_argument("--centres", default=None, help="stratify every pruning by centre (regex or CSV)")
     args = parser.parse_args()
 
-    work = args.work.resolve()
-    env = nnunet_env(work, NNUNET_DIET_WINDOW=str(args.window), nnUNet_n_proc_DA="0")
-    name = prepare(args.raw, args.dataset_id, env, work / "logs", configuration=args.configuration)
-    d, c = str(args.dataset_id), args.configuration
-    trainer = f"nnUNetTrainerDADAdam_{args.epochs}epochs_{args.iterations}iters"
-    results = Path(env["nnUNet_results"]) / name / f"{trainer}__nnUNetPlans_lite__{c}"
-
-    def train(fold: int, **extra: str) -> float:
-        folder = results / f"fold_{fold}"
-        if not (folder / "validation" / "summary.json").is_file():
-            _step(f"train fold {fold}", [BIN / "nnUNetv2_train", d, c, str(fold), "-tr", trainer, "-p",
-                                         "nnUNetPlans_lite", "-device", "cpu"], dict(env, **extra),
-                  work / "logs" / f"{name}_fold{fold}.log")
-        summary = json.loads((folder / "validation" / "summary.json").read_text())
-        return float(summary["foreground_mean"]["Dice"])
-
+    runs = NnunetRuns(args.raw, args.dataset_id, args.configuration, args.work, args.epochs, args.iterations,
+                      args.window)
     t0 = time.time()
     # fold 0 with the stop rule reporting only: the scoring run (scores at the stop window) is also the
     # full-data baseline, trained for the whole schedule like every pruned fold
-    full = train(0, NNUNET_DIET_STOP="0")
-    dad_summary = json.loads((results / "fold_0" / "dad" / "summary.json").read_text())
-    splits_file = Path(env["nnUNet_preprocessed"]) / name / "splits_final.json"
+    full = runs.train(0, NNUNET_DIET_STOP="0")["foreground_mean"]["Dice"]
+    dad_summary = json.loads((runs.results / "fold_0" / "dad" / "summary.json").read_text())
+    extra = ["--stratify", "--centres", args.centres] if args.centres else []
     folds: dict[str, list[int]] = {}
     for label, options in METHODS.items():
         for seed in (args.seeds if label == "random" else [0]):
-            before = len(json.loads(splits_file.read_text()))
-            extra = ["--stratify", "--centres", args.centres] if args.centres else []
-            _step(f"prune: {label}", [BIN / "nnunet-diet", "prune", "-d", d, "-c", c, "-f", "0", "-tr", trainer,
-                                      "-p", "nnUNetPlans_lite", "--rate", str(args.rate), "--seed", str(seed),
-                                      *options, *extra], env)
-            folds.setdefault(label, []).append(before)
-    splits = json.loads(splits_file.read_text())
+            folds.setdefault(label, []).append(runs.prune(label, ["--rate", str(args.rate), "--seed", str(seed),
+                                                                  *options, *extra]))
+    splits = runs.splits()
     rows = [("full training list", len(splits[0]["train"]), f"{full:.4f}")]
     for label, fold_ids in folds.items():
-        dice = [train(f, NNUNET_DIET_STOP="0") for f in fold_ids]
+        dice = [runs.train(f, NNUNET_DIET_STOP="0")["foreground_mean"]["Dice"] for f in fold_ids]
         value = f"{dice[0]:.4f}" if len(dice) == 1 else \
             f"{statistics.mean(dice):.4f} ± {statistics.stdev(dice):.4f} (n={len(dice)})"
         rows.append((f"{label} (keep {1 - args.rate:.0%})", len(splits[fold_ids[0]]["train"]), value))
-    print(f"\n{name}, {c}, lite plans, {trainer}; DAD window {args.window}; DAD scored at epoch "
+    print(f"\n{runs.name}, {runs.c}, lite plans, {runs.trainer}; DAD window {args.window}; DAD scored at epoch "
           f"{dad_summary['dad_scored_at_epoch']} (stop rule: {dad_summary['stop_epoch']}); "
           f"total {time.time() - t0:.0f} s")
     print("| training list | cases | validation Dice (nnU-Net, mean foreground) |")

@@ -39,10 +39,11 @@ def _unit(emb: Embeddings) -> np.ndarray:
     return l2_normalise(emb.vectors)
 
 
-def test_planted_duplicates_are_removed_and_distinct_images_kept(planted, tmp_path):
+@pytest.mark.parametrize("backend", ["faiss", "sklearn"])
+def test_planted_duplicates_are_removed_and_distinct_images_kept(planted, tmp_path, backend):
     folder, copies = planted
     out = tmp_path / "keep.csv"
-    assert main(["meddel", str(folder), "--eta", "0.98", "--clusters", "8", "-o", str(out)]) == 0
+    assert main(["meddel", str(folder), "--eta", "0.98", "--clusters", "8", "--kmeans", backend, "-o", str(out)]) == 0
     table = pd.read_csv(out, dtype={"id": str, "duplicate_of": str})
     keep = table.set_index("id")["keep"]
     for copy, original in copies.items():  # exactly one of each planted pair survives, and it names the other
@@ -75,18 +76,21 @@ def test_greedy_matches_a_brute_force_reference_for_any_block_and_visit_order(pl
         np.testing.assert_allclose(small.max_similarity, ref.max_similarity, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["faiss", "sklearn"])
 @pytest.mark.parametrize("fraction", [0.05, 0.2, 0.5, 1.0])
-def test_target_fraction_lands_within_tolerance(planted, fraction):
+def test_target_fraction_lands_within_tolerance(planted, fraction, backend):
     emb = load_embeddings(planted[0])
-    result = run_meddel(emb, fraction=fraction, clusters=8, tolerance=0.01)
+    result = run_meddel(emb, fraction=fraction, clusters=8, tolerance=0.01, backend=backend)
     assert abs(result.fraction - fraction) <= 0.01
     assert result.target == fraction and -1 <= result.eta <= 1
 
 
-def test_results_are_deterministic_with_a_seed(planted, tmp_path):
+@pytest.mark.parametrize("backend", ["faiss", "sklearn"])
+def test_results_are_deterministic_with_a_seed(planted, tmp_path, backend):
     outs = []
     for name in ("a.csv", "b.csv"):
-        assert main(["meddel", str(planted[0]), "--fraction", "0.3", "--seed", "3", "-o", str(tmp_path / name)]) == 0
+        assert main(["meddel", str(planted[0]), "--fraction", "0.3", "--seed", "3", "--kmeans", backend,
+                     "-o", str(tmp_path / name)]) == 0
         outs.append((tmp_path / name).read_text())
     assert outs[0] == outs[1]
 
@@ -112,6 +116,8 @@ def test_clear_errors(planted, tmp_path, capsys):
         l2_normalise(bad, "nan.npz")
     with pytest.raises(DietError, match="dimension"):
         dedup(x, labels, centroids[:, :10], 0.9)
+    with pytest.raises(DietError, match="backend must be one of faiss, sklearn"):
+        kmeans(x, 4, backend="cuml")
     for fraction in (0.0, 1.5, -0.2):
         with pytest.raises(DietError, match=r"\(0, 1\]"):
             dedup_to_fraction(x, labels, centroids, fraction)

@@ -192,3 +192,34 @@ def test_command_line_train_select_coreset_bench(tmp_path, capsys):
     assert main(["medmnist", "train", "--flag", "nothere", "--root", str(tmp_path), "--out", str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nothere.npz" in err[0] and "not found" in err[0]
+
+
+def test_coreset_from_a_meddel_keep_list(tmp_path, capsys):
+    data_args = ["--flag", FLAG, "--root", str(EXAMPLES)]
+    run = tmp_path / "run"
+    assert main(["medmnist", "train", *data_args, *TINY_ARGS, "--out", str(run)]) == 0
+    assert main(["embed", "--npz", str(EXAMPLES / f"{FLAG}.npz"), "-o", str(tmp_path / "emb"), "--no-progress"]) == 0
+    keep = tmp_path / "meddel.csv"
+    assert main(["meddel", str(tmp_path / "emb"), "--fraction", "0.2", "-o", str(keep)]) == 0
+    kept = pd.read_csv(keep).query("keep == 1")["id"].sort_values().tolist()
+    assert main(["medmnist", "coreset", "--run", str(run), "--keep-list", str(keep), "--no-progress"]) == 0
+    table = pd.read_csv(run / "coresets" / "results.csv")
+    assert table["method"].tolist() == ["full", "keep-meddel"] and table["n_kept"].tolist() == [300, len(kept)]
+    assert table["rate"].iloc[1] == pytest.approx(len(kept) / 300, abs=1e-6)
+    folder = next((run / "coresets").glob("keep-meddel_*_seed0_epochs"))
+    assert [int(v) for v in (folder / "kept.txt").read_text().split()] == kept
+    capsys.readouterr()
+    frame = pd.read_csv(keep)
+    for name, bad, message in [("short.csv", frame.iloc[:-1], "lists 299 of the run's 300 training rows"),
+                               ("words.csv", frame.assign(id=frame["id"].astype(str).str.replace("7", "x")),
+                                "ids must be training-row indices"),
+                               ("outside.csv", frame.assign(id=frame["id"] + 5), "id 300 is not a training row"),
+                               ("none.csv", frame.assign(keep=0), "keeps no sample")]:
+        bad.to_csv(tmp_path / name, index=False)
+        assert main(["medmnist", "coreset", "--run", str(run), "--keep-list", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert name in err and message in err, err
+    assert main(["medmnist", "coreset", "--run", str(run), "--keep-list", str(keep), "--method", "eva"]) == 2
+    assert "without --method" in capsys.readouterr().err
+    assert main(["medmnist", "coreset", "--run", str(run)]) == 2
+    assert "--keep-list" in capsys.readouterr().err

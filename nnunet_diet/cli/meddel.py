@@ -13,6 +13,7 @@ from ..core.atomic import atomic_write_text
 from ..core.errors import DietError
 from ..core.meddel import VISITS
 from ..core.normdel import normdel
+from ..embed.cluster import BACKENDS
 
 SOURCES = ("intensities", "nnunet", "medmnist", "torch")
 
@@ -71,6 +72,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "farthest (the paper's pseudocode)")
     p.add_argument("--tolerance", type=float, default=0.005, help="target mode: |kept - target| allowed (0.005)")
     p.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
+    p.add_argument("--kmeans", choices=BACKENDS, default=None, help="k-means backend (default: faiss when "
+                   "installed, else scikit-learn)")
     p.add_argument("--centres", default=None, help="CSV id,centre or a regex whose first group is the centre: "
                    "adds a centre column and prints how much each centre loses")
     p.add_argument("-o", "--output", type=Path, default=None, help="keep table CSV (default: print the summary only)")
@@ -126,7 +129,7 @@ def run_meddel_cmd(args: argparse.Namespace) -> int:
 
     emb = load_embeddings(args.embeddings)
     result = run_meddel(emb, fraction=args.fraction, eta=args.eta, clusters=args.clusters, epsilon=args.epsilon,
-                        visit=args.visit, tolerance=args.tolerance, seed=args.seed)
+                        visit=args.visit, tolerance=args.tolerance, seed=args.seed, backend=args.kmeans)
     table = keep_table(result, emb.ids, centre_of(list(emb.ids), args.centres))
     target = f", target {100 * result.target:g} % ({result.passes} passes)" if result.target is not None else ""
     print(f"kept {result.n_kept} of {len(table)} ({100 * result.fraction:.2f} %) at eta {result.eta:.4f}, "

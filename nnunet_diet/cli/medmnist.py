@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.atomic import atomic_write_text
+from ..core.errors import DietError
 from ..core.scores import ScoreConfig
 from ..medmnist.config import METHODS, SCHEDULES, TrainConfig
 from ..medmnist.data import DEFAULT_ROOT, SIZES, load_medmnist
@@ -62,11 +63,15 @@ def _runtime_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
-def _selection_options(p: argparse.ArgumentParser, single: bool) -> None:
+def _selection_options(p: argparse.ArgumentParser, single: bool, keep_list: bool = False) -> None:
     g = p.add_argument_group("selection")
     if single:
-        g.add_argument("--method", required=True, choices=METHODS, help="score that ranks the samples")
-        g.add_argument("--rate", type=float, required=True, help="kept fraction in (0, 1), e.g. 0.05")
+        g.add_argument("--method", required=not keep_list, choices=METHODS, help="score that ranks the samples")
+        g.add_argument("--rate", type=float, required=not keep_list, help="kept fraction in (0, 1), e.g. 0.05")
+        if keep_list:
+            g.add_argument("--keep-list", type=Path, default=None,
+                           help="CSV with id (training row) and keep (1/0), e.g. from 'nnunet-diet meddel': "
+                                "retrain on exactly those samples instead of --method/--rate")
         g.add_argument("--seed", type=int, default=0, help="for random and CCS draws, and the retraining (default 0)")
     else:
         g.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="default: all")
@@ -112,7 +117,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_select)
     c = steps.add_parser("coreset", help="select a coreset of a run, retrain on it and test")
     c.add_argument("--run", type=Path, required=True, help="run folder of 'medmnist train'")
-    _selection_options(c, single=True)
+    _selection_options(c, single=True, keep_list=True)
     _schedule_option(c)
     _runtime_options(c)
     c.set_defaults(func=run_coreset)
@@ -217,18 +222,27 @@ def _add_to_tables(run: Path, row: dict) -> Path:
 
 def run_coreset(args: argparse.Namespace) -> int:
     from ..medmnist.bench import result_row
-    from ..medmnist.coreset import retrain, run_config
+    from ..medmnist.coreset import keep_list_coreset, retrain, run_config
     from ..medmnist.distributed import teardown
     from ..medmnist.selection import class_counts
 
-    run_config(args.run)
+    info = run_config(args.run)
+    if args.keep_list is None and (args.method is None or args.rate is None):
+        raise DietError("medmnist coreset needs --method and --rate, or --keep-list")
+    if args.keep_list is not None and (args.method is not None or args.rate is not None):
+        raise DietError("--keep-list names the coreset itself: give it without --method / --rate")
+    if args.keep_list is not None:
+        coreset = keep_list_coreset(args.keep_list, int(info["n_train"]), args.seed)
     ctx = _context(args)
     try:
-        frame, coreset = _select(args, write=ctx.main)
+        if args.keep_list is None:
+            frame, coreset = _select(args, write=ctx.main)
         result = retrain(args.run, coreset, schedule=args.schedule, progress=args.progress, ctx=ctx)
         if ctx.main:
-            table = _add_to_tables(args.run, result_row(args.method, args.rate, args.seed, result, args.schedule))
-            print(f"kept {len(coreset.ids)} of {len(frame)} samples, per class {class_counts(frame, coreset.ids)}")
+            table = _add_to_tables(args.run, result_row(coreset.method, coreset.rate, args.seed, result,
+                                                        args.schedule))
+            per_class = f", per class {class_counts(frame, coreset.ids)}" if args.keep_list is None else ""
+            print(f"kept {len(coreset.ids)} of {info['n_train']} samples{per_class}")
             print(json.dumps(result.summary(), indent=2))
             print(f"tables: {table} and {table.with_suffix('.md')}")
     finally:

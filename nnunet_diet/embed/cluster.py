@@ -17,10 +17,13 @@ import numpy as np
 
 from ..core.errors import DietError
 
-__all__ = ["default_clusters", "kmeans", "backend"]
+__all__ = ["default_clusters", "kmeans", "available_backend"]
 
 
-def backend() -> str:
+BACKENDS = ("faiss", "sklearn")
+
+
+def available_backend() -> str:
     """``faiss`` when ``import faiss`` works, else ``sklearn``."""
     try:
         import faiss  # noqa: F401
@@ -34,8 +37,8 @@ def default_clusters(n: int) -> int:
     return max(1, math.ceil(math.sqrt(n)))
 
 
-def _fit(sample: np.ndarray, k: int, seed: int, iterations: int) -> np.ndarray:
-    if backend() == "faiss":
+def _fit(sample: np.ndarray, k: int, seed: int, iterations: int, backend: str) -> np.ndarray:
+    if backend == "faiss":
         import faiss
 
         km = faiss.Kmeans(sample.shape[1], k, niter=iterations, seed=seed, spherical=True,
@@ -49,19 +52,24 @@ def _fit(sample: np.ndarray, k: int, seed: int, iterations: int) -> np.ndarray:
 
 
 def kmeans(x: np.ndarray, k: int, *, seed: int = 0, iterations: int = 20, sample_per_cluster: int = 64,
-           block: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+           block: int = 16384, backend: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Cluster unit rows ``x`` into ``k`` clusters; returns (labels, unit centroids).
 
-    Deterministic for a given seed and backend. Clusters left empty by the assignment are kept as
-    centroids with no members (MedDEL skips them).
+    ``backend``: ``faiss``, ``sklearn`` or None (faiss when installed). Deterministic for a given seed and
+    backend. Clusters left empty by the assignment are kept as centroids with no members (MedDEL skips them).
     """
+    backend = backend or available_backend()
+    if backend not in BACKENDS:
+        raise DietError(f"k-means backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "faiss" and available_backend() != "faiss":
+        raise DietError("k-means backend 'faiss' asked for but faiss is not installed (pip install faiss-cpu)")
     n = len(x)
     if not 1 <= k <= n:
         raise DietError(f"number of clusters must be in [1, {n}] for {n} embeddings, got {k}")
     rng = np.random.default_rng(seed)
     cap = max(k, sample_per_cluster * k)
     rows = np.sort(rng.choice(n, size=cap, replace=False)) if n > cap else np.arange(n)
-    centroids = _fit(np.asarray(x[rows], dtype=np.float32), k, seed, iterations)
+    centroids = _fit(np.asarray(x[rows], dtype=np.float32), k, seed, iterations, backend)
     centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
     labels = np.empty(n, dtype=np.int64)
     for start in range(0, n, block):

@@ -17,15 +17,17 @@ __all__ = ["run_meddel", "keep_table", "centre_summary"]
 
 def run_meddel(emb: Embeddings, *, fraction: float | None = None, eta: float | None = None,
                clusters: int | None = None, epsilon: float | None = 0.9, visit: str = "closest",
-               tolerance: float = 0.005, seed: int = 0, block: int = 1024) -> MedDELResult:
-    """MedDEL on ``emb``: exactly one of ``fraction`` (target kept fraction, eta by bisection) or ``eta``."""
+               tolerance: float = 0.005, seed: int = 0, block: int = 1024,
+               backend: str | None = None) -> MedDELResult:
+    """MedDEL on ``emb``: exactly one of ``fraction`` (target kept fraction, eta by bisection) or ``eta``;
+    ``backend``: k-means backend (see :func:`~nnunet_diet.embed.cluster.kmeans`)."""
     if (fraction is None) == (eta is None):
         raise DietError("give either a target fraction or a fixed eta, not both / neither")
     x = l2_normalise(emb.vectors, str(emb.path))
     d = emb.meta.get("d")
     if d is not None and d != x.shape[1]:
         raise DietError(f"{emb.path}: meta.json says {d}-d embeddings, the matrix has {x.shape[1]} columns")
-    labels, centroids = kmeans(x, clusters or default_clusters(len(x)), seed=seed)
+    labels, centroids = kmeans(x, clusters or default_clusters(len(x)), seed=seed, backend=backend)
     common = dict(epsilon=epsilon, visit=visit, block=block)
     if fraction is not None:
         return dedup_to_fraction(x, labels, centroids, fraction, tolerance=tolerance, **common)

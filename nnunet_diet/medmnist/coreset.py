@@ -21,7 +21,7 @@ from .data import read_npz
 from .distributed import Context
 from .trainer import CONFIG, TrainConfig, TrainResult, train
 
-__all__ = ["SCHEDULES", "Coreset", "coreset_epochs", "run_config", "retrain"]
+__all__ = ["SCHEDULES", "Coreset", "coreset_epochs", "keep_list_coreset", "run_config", "retrain"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,30 @@ class Coreset:
     @property
     def name(self) -> str:
         return f"{self.method}_{self.rate:g}_seed{self.seed}" + ("_balanced" if self.class_balance else "")
+
+
+def keep_list_coreset(path: Path, n_train: int, seed: int = 0) -> Coreset:
+    """The coreset a keep table names: ``id`` = training row, ``keep`` = 1/0, one row per training sample
+    (e.g. ``nnunet-diet meddel`` on ``nnunet-diet embed --npz``). Its method is ``keep-<file stem>``."""
+    import pandas as pd
+
+    from ..nnunet.splits import read_scores
+
+    table = read_scores(Path(path), "keep")
+    rows = pd.to_numeric(table["id"], errors="coerce").to_numpy()
+    bad = np.isnan(rows) | (rows != np.round(rows))
+    if bad.any():
+        raise DietError(f"{path}: ids must be training-row indices (integers), got {table['id'][bad].iloc[0]!r}")
+    rows = rows.astype(np.int64)
+    outside = rows[(rows < 0) | (rows >= n_train)]
+    if len(outside):
+        raise DietError(f"{path}: id {outside[0]} is not a training row (the run has rows 0-{n_train - 1})")
+    if len(rows) != n_train:
+        raise DietError(f"{path}: lists {len(rows)} of the run's {n_train} training rows; a keep list names every row")
+    keep = table["keep"].astype(str).str.lower().isin(["1", "true", "1.0"]).to_numpy()
+    if not keep.any():
+        raise DietError(f"{path}: keeps no sample")
+    return Coreset(f"keep-{Path(path).stem}", float(keep.mean()), seed, np.sort(rows[keep]))
 
 
 def coreset_epochs(config: TrainConfig, n_full: int, n_kept: int, schedule: str, world: int = 1) -> int:

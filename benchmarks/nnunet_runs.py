@@ -1,0 +1,63 @@
+"""Shared plumbing of the nnU-Net benchmarks: one work folder, real ``nnUNetv2_*`` and ``nnunet-diet``
+commands, folds made by ``nnunet-diet prune`` and reused when a rerun asks for the same training list,
+trainings skipped when their validation exists (an interrupted benchmark continues)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from nnunet_diet.cli.pipeline import BIN, _step, nnunet_env, prepare
+from nnunet_diet.nnunet.splits import write_splits
+
+
+class NnunetRuns:
+    """A prepared dataset (lite plans) and one short DAD trainer for every training of a benchmark."""
+
+    def __init__(self, raw: Path, dataset_id: int, configuration: str, work: Path, epochs: int, iterations: int,
+                 window: int) -> None:
+        self.work = work.resolve()
+        self.env = nnunet_env(self.work, NNUNET_DIET_WINDOW=str(window), nnUNet_n_proc_DA="0")
+        self.name = prepare(raw, dataset_id, self.env, self.work / "logs", configuration=configuration)
+        self.d, self.c = str(dataset_id), configuration
+        self.trainer = f"nnUNetTrainerDADAdam_{epochs}epochs_{iterations}iters"
+        self.results = Path(self.env["nnUNet_results"]) / self.name / f"{self.trainer}__nnUNetPlans_lite__{self.c}"
+        self.splits_file = Path(self.env["nnUNet_preprocessed"]) / self.name / "splits_final.json"
+
+    def splits(self) -> list[dict]:
+        return json.loads(self.splits_file.read_text())
+
+    def train(self, fold: int, **extra: str) -> dict:
+        """Train ``fold`` (unless done) and return nnU-Net's validation ``summary.json``."""
+        folder = self.results / f"fold_{fold}"
+        if not (folder / "validation" / "summary.json").is_file():
+            _step(f"train fold {fold}", [BIN / "nnUNetv2_train", self.d, self.c, str(fold), "-tr", self.trainer,
+                                         "-p", "nnUNetPlans_lite", "-device", "cpu"], dict(self.env, **extra),
+                  self.work / "logs" / f"{self.name}_fold{fold}.log")
+        return json.loads((folder / "validation" / "summary.json").read_text())
+
+    def prune(self, title: str, options: list[str]) -> int:
+        """``nnunet-diet prune -f 0 <options>`` appending a fold; an identical existing fold is reused."""
+        _step(f"prune: {title}", [BIN / "nnunet-diet", "prune", "-d", self.d, "-c", self.c, "-f", "0", "-tr",
+                                  self.trainer, "-p", "nnUNetPlans_lite", *options], self.env)
+        splits = self.splits()
+        new = splits[-1]
+        for index, fold in enumerate(splits[:-1]):
+            if sorted(fold["train"]) == sorted(new["train"]) and sorted(fold["val"]) == sorted(new["val"]):
+                write_splits(self.splits_file, splits[:-1])
+                print(f"   same training list as fold {index}: reusing it")
+                return index
+        return len(splits) - 1
+
+
+def foreground_dice(summary: dict, pattern: str | None = None) -> float:
+    """Mean foreground Dice over the validation cases whose file name matches ``pattern`` (all if None),
+    averaged over labels per case like nnU-Net's ``foreground_mean`` (NaN Dice of empty cases ignored)."""
+    values = []
+    for case in summary["metric_per_case"]:
+        if pattern is None or re.search(pattern, Path(case["reference_file"]).name):
+            values.append(np.nanmean([m["Dice"] for m in case["metrics"].values()]))
+    return float(np.nanmean(values))
