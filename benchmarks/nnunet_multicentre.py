@@ -31,21 +31,14 @@ from nnunet_runs import NnunetRuns, foreground_dice
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--raw", type=Path, required=True)
-    parser.add_argument("--dataset-id", type=int, required=True)
-    parser.add_argument("--configuration", default="2d")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/diet_multicentre"))
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--iterations", type=int, default=10)
-    parser.add_argument("--window", type=int, default=5)
+    NnunetRuns.add_arguments(parser, configuration="2d", work="/tmp/diet_multicentre", epochs=30)
     parser.add_argument("--rates", type=float, nargs="+", default=[0.2, 0.4, 0.6])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the random pruning")
     parser.add_argument("--centres", default="^(kvasir|cvc)_", help="regex whose first group is the centre")
     parser.add_argument("--output", type=Path, default=None, help="results CSV (default: <work>/multicentre.csv)")
     args = parser.parse_args()
 
-    runs = NnunetRuns(args.raw, args.dataset_id, args.configuration, args.work, args.epochs, args.iterations,
-                      args.window)
+    runs = NnunetRuns.from_args(args)
     t0 = time.time()
     runs.train(0, NNUNET_DIET_STOP="0")
     dad = json.loads((runs.results / "fold_0" / "dad" / "summary.json").read_text())

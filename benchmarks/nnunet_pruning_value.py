@@ -19,7 +19,6 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 from nnunet_runs import NnunetRuns
 
@@ -35,20 +34,13 @@ METHODS = {  # label: nnunet-diet prune options
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--raw", type=Path, required=True)
-    parser.add_argument("--dataset-id", type=int, required=True)
-    parser.add_argument("--configuration", default="3d_fullres")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/diet_value"))
-    parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--iterations", type=int, default=10)
-    parser.add_argument("--window", type=int, default=5)
+    NnunetRuns.add_arguments(parser, configuration="3d_fullres", work="/tmp/diet_value", epochs=50)
     parser.add_argument("--rate", type=float, default=0.4)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the random pruning")
     parser.add_argument("--centres", default=None, help="stratify every pruning by centre (regex or CSV)")
     args = parser.parse_args()
 
-    runs = NnunetRuns(args.raw, args.dataset_id, args.configuration, args.work, args.epochs, args.iterations,
-                      args.window)
+    runs = NnunetRuns.from_args(args)
     t0 = time.time()
     # fold 0 with the stop rule reporting only: the scoring run (scores at the stop window) is also the
     # full-data baseline, trained for the whole schedule like every pruned fold

@@ -4,6 +4,7 @@ trainings skipped when their validation exists (an interrupted benchmark continu
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
@@ -26,6 +27,22 @@ class NnunetRuns:
         self.trainer = f"nnUNetTrainerDADAdam_{epochs}epochs_{iterations}iters"
         self.results = Path(self.env["nnUNet_results"]) / self.name / f"{self.trainer}__nnUNetPlans_lite__{self.c}"
         self.splits_file = Path(self.env["nnUNet_preprocessed"]) / self.name / "splits_final.json"
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser, configuration: str, work: str, epochs: int) -> None:
+        """The dataset, work folder and schedule options every nnU-Net benchmark takes."""
+        parser.add_argument("--raw", type=Path, required=True, help="raw dataset (make_nnunet_datasets.py)")
+        parser.add_argument("--dataset-id", type=int, required=True)
+        parser.add_argument("--configuration", default=configuration)
+        parser.add_argument("--work", type=Path, default=Path(work))
+        parser.add_argument("--epochs", type=int, default=epochs)
+        parser.add_argument("--iterations", type=int, default=10)
+        parser.add_argument("--window", type=int, default=5, help="DAD window (epochs)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> NnunetRuns:
+        return cls(args.raw, args.dataset_id, args.configuration, args.work, args.epochs, args.iterations,
+                   args.window)
 
     def splits(self) -> list[dict]:
         return json.loads(self.splits_file.read_text())

@@ -18,7 +18,7 @@ from ..core.errors import DietError
 from ..core.scores import ScoreConfig
 from ..medmnist.config import METHODS, SCHEDULES, TrainConfig
 from ..medmnist.data import DEFAULT_ROOT, SIZES, load_medmnist
-from .scores import EVA_CONVENTIONS
+from .scores import EVA_CONVENTIONS, add_window_options
 
 if TYPE_CHECKING:  # torch, MONAI and the trainer load only when a step runs: --help stays fast
     import pandas as pd
@@ -80,14 +80,7 @@ def _selection_options(p: argparse.ArgumentParser, single: bool, keep_list: bool
     g.add_argument("--class-balance", action="store_true", help="each class keeps its share (not for ccs)")
     g.add_argument("--hard-prune", type=float, default=0.1,
                    help="CCS: fraction of all samples with the lowest AUM dropped first (default 0.1)")
-    g.add_argument("--eva-early", type=int, nargs=2, default=(0, 10), metavar=("START", "STOP"),
-                   help="EVA early window [START, STOP), 0-based epochs (default 0 10, the paper's)")
-    g.add_argument("--eva-late", type=int, nargs=2, default=None, metavar=("START", "STOP"),
-                   help="EVA late window (default [E/2, E/2 + early length): 100-110 of 200 as in the EVA README)")
-    g.add_argument("--eva-convention", choices=sorted(EVA_CONVENTIONS), default="paper",
-                   help="paper: population variance, V_e + V_l (Eq. 4-6); code: unbiased, L1-normalised, 0.5/0.5")
-    g.add_argument("--el2n-window", type=int, nargs=2, default=(0, 10), metavar=("START", "STOP"),
-                   help="EL2N epochs [START, STOP) (default 0 10)")
+    add_window_options(g)
 
 
 def _schedule_option(p: argparse.ArgumentParser) -> None:

@@ -28,14 +28,19 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patience", type=int, default=1,
                    help="stop rule must hold in this many consecutive windows (default 1, the paper)")
     g.add_argument("--rate", type=float, default=0.4, help="pruning rate that defines easy/ambiguous/hard regions")
+    add_window_options(g)
+
+
+def add_window_options(g: argparse._ArgumentGroup) -> None:
+    """The EL2N and EVA windows and the EVA convention (scores of a classification-style store)."""
     g.add_argument("--el2n-window", type=int, nargs=2, default=(0, 10), metavar=("START", "STOP"),
                    help="EL2N epochs [START, STOP), 0-based (default 0 10)")
     g.add_argument("--eva-early", type=int, nargs=2, default=(0, 10), metavar=("START", "STOP"),
-                   help="EVA early window [START, STOP) (default 0 10)")
+                   help="EVA early window [START, STOP), 0-based epochs (default 0 10, the paper's)")
     g.add_argument("--eva-late", type=int, nargs=2, default=None, metavar=("START", "STOP"),
-                   help="EVA late window (default: E/2 to E/2+10, the README's 100-110 of 200)")
+                   help="EVA late window (default [E/2, E/2 + early length): 100-110 of 200 as in the EVA README)")
     g.add_argument("--eva-convention", choices=sorted(EVA_CONVENTIONS), default="paper",
-                   help="paper: population variance, plain sum; code: unbiased, L1-normalised, 0.5/0.5")
+                   help="paper: population variance, V_e + V_l (Eq. 4-6); code: unbiased, L1-normalised, 0.5/0.5")
 
 
 def config_from_args(args: argparse.Namespace) -> ScoreConfig:
