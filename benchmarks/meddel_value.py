@@ -6,8 +6,9 @@ retrained with the EVA harness, test accuracy and NormDEL side by side.
 2. Embed the training images twice: training-free intensities and the classifier's features.
 3. For each fraction and seed: MedDEL keep-lists (target-fraction mode) from each embedding, and a
    random subset of the same size; retrain each with the full run's settings (``epochs`` schedule).
-4. Write ``results.csv`` / ``results.md`` (test accuracy of the final model and of the best-validation
-   model, NormDEL x 100 of each at the actual kept fraction, alpha = 1).
+4. Write ``results.csv`` / ``results.md`` (test accuracy in % of the final model and of the
+   best-validation model, NormDEL x 100 of each at the actual kept fraction, alpha = 1; mean ± sample
+   std over the seeds).
 
 Finished runs are reused, so an interrupted benchmark continues. CPU-sized defaults (a narrow ResNet,
 20 epochs); ``--width 64 --layers 2 2 2 2 --epochs 200`` is the EVA paper's protocol.
@@ -86,11 +87,17 @@ def main() -> None:
         table[f"normdel_{col}"] = 100 * normdel(table[f"test_acc_{col}"].to_numpy(), table["fraction"].to_numpy())
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "results.csv", index=False, float_format="%.4f")
-    summary = table.groupby(["method", "target"], sort=False)[
-        ["fraction", "test_acc_final", "test_acc_best", "normdel_final", "normdel_best"]].mean().reset_index()
+    grouped = table.groupby(["method", "target"], sort=False)
+    columns = ["test_acc_final", "test_acc_best", "normdel_final", "normdel_best"]
+    summary = grouped[["fraction", *columns]].mean().reset_index()
+    for col in columns:  # mean ± sample std over the seeds
+        scale = 100 if col.startswith("test") else 1
+        std = grouped[col].std().fillna(0).to_numpy()
+        summary[col] = [f"{scale * m:.2f} ± {scale * s:.2f}" for m, s in zip(summary[col], std)]
+    summary.insert(3, "n", grouped.size().to_numpy())
+    summary["fraction"] = summary["fraction"].map(lambda v: f"{100 * v:.1f} %")
     lines = ["| " + " | ".join(summary.columns) + " |", "|" + "---|" * len(summary.columns)]
-    lines += ["| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |"
-              for row in summary.itertuples(index=False)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in summary.itertuples(index=False)]
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print(summary.to_string(index=False))
 

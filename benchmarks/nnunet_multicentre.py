@@ -5,7 +5,8 @@ Kvasir-SEG + CVC-ClinicDB (``benchmarks/make_nnunet_datasets.py polyp``), 2D nnU
 of nnU-Net's own 5-fold split (both centres in training and validation):
 
 1. Scoring run on the combined training list (``nnUNetTrainerDADAdam_{E}epochs_{I}iters``, stop rule
-   reporting only) -> ``dad/scores.csv``; it is also the "both centres" row.
+   reporting only, exact mode every ``--exact-every`` epochs) -> ``dad/scores.csv``; it is also the
+   "both centres" row.
 2. Each centre alone: ``nnunet-diet prune --keep-list`` keeps that centre's training cases of fold 0.
 3. DAD pruning of the combined list at each ``--rates``: keep-ambiguous without and with per-centre
    stratification (``--stratify --centres``), and random (``--seeds``).
@@ -18,7 +19,6 @@ Run:  .venv/bin/python benchmarks/nnunet_multicentre.py --raw /tmp/raw/Polyp300 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import time
 from pathlib import Path
@@ -40,8 +40,7 @@ def main() -> None:
 
     runs = NnunetRuns.from_args(args)
     t0 = time.time()
-    runs.train(0, NNUNET_DIET_STOP="0")
-    dad = json.loads((runs.results / "fold_0" / "dad" / "summary.json").read_text())
+    _, dad = runs.score(args.exact_every)
     train0 = runs.splits()[0]["train"]
     centre = {i: re.search(args.centres, i).group(1) for i in train0}
     centres = sorted(set(centre.values()))
@@ -64,7 +63,7 @@ def main() -> None:
     splits = runs.splits()
     rows = []
     for method, rate, seed, fold in plan:
-        summary = runs.train(fold, NNUNET_DIET_STOP="0")
+        summary = runs.train(fold)
         kept = splits[fold]["train"]
         row = {"method": method, "rate": rate, "seed": seed, "fold": fold, "cases": len(kept)}
         for name in centres:

@@ -1,12 +1,13 @@
 """Pruning value with the real nnU-Net: validation Dice of the full training list vs 40 % pruned.
 
 1. Plan and preprocess a raw dataset (``benchmarks/make_nnunet_datasets.py``), lite plans.
-2. Scoring run: ``nnUNetTrainerDADAdam_{E}epochs_{I}iters`` on fold 0 (stop rule on) -> ``dad/scores.csv``
-   with DAD, EL2N, EL2Nx.
+2. Scoring run: ``nnUNetTrainerDADAdam_{E}epochs_{I}iters`` on fold 0 (stop rule reporting only; exact
+   mode every ``--exact-every`` epochs, default 1: with a few iterations per epoch online mode leaves
+   most cases undrawn in a window) -> ``dad/scores.csv`` with DAD, EL2N, EL2Nx.
 3. ``nnunet-diet prune`` fold 0 at ``--rate`` into new folds: DAD keep-ambiguous (the paper's default),
    DAD keep-easy, DAD keep-hard, random, EL2N and EL2Nx (keep the highest error, their papers' rule).
 4. Train the full fold 0 and every pruned fold with the same trainer, epochs and iterations (stop rule
-   off) and read nnU-Net's own final validation (``fold_X/validation/summary.json``, mean foreground
+   off, no exact mode) and read nnU-Net's own final validation (``fold_X/validation/summary.json``, mean foreground
    Dice): every pruned fold keeps fold 0's validation cases, so all rows are scored on the same cases.
 
 Run:  .venv/bin/python benchmarks/nnunet_pruning_value.py --raw /tmp/raw/Hippocampus100 --dataset-id 993 \
@@ -16,7 +17,6 @@ Run:  .venv/bin/python benchmarks/nnunet_pruning_value.py --raw /tmp/raw/Hippoca
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -42,10 +42,8 @@ def main() -> None:
 
     runs = NnunetRuns.from_args(args)
     t0 = time.time()
-    # fold 0 with the stop rule reporting only: the scoring run (scores at the stop window) is also the
-    # full-data baseline, trained for the whole schedule like every pruned fold
-    full = runs.train(0, NNUNET_DIET_STOP="0")["foreground_mean"]["Dice"]
-    dad_summary = json.loads((runs.results / "fold_0" / "dad" / "summary.json").read_text())
+    summary, dad_summary = runs.score(args.exact_every)
+    full = summary["foreground_mean"]["Dice"]
     extra = ["--stratify", "--centres", args.centres] if args.centres else []
     folds: dict[str, list[int]] = {}
     for label, options in METHODS.items():
@@ -55,7 +53,7 @@ def main() -> None:
     splits = runs.splits()
     rows = [("full training list", len(splits[0]["train"]), f"{full:.4f}")]
     for label, fold_ids in folds.items():
-        dice = [runs.train(f, NNUNET_DIET_STOP="0")["foreground_mean"]["Dice"] for f in fold_ids]
+        dice = [runs.train(f)["foreground_mean"]["Dice"] for f in fold_ids]
         value = f"{dice[0]:.4f}" if len(dice) == 1 else \
             f"{statistics.mean(dice):.4f} ± {statistics.stdev(dice):.4f} (n={len(dice)})"
         rows.append((f"{label} (keep {1 - args.rate:.0%})", len(splits[fold_ids[0]]["train"]), value))

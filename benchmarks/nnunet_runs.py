@@ -38,6 +38,7 @@ class NnunetRuns:
         parser.add_argument("--epochs", type=int, default=epochs)
         parser.add_argument("--iterations", type=int, default=10)
         parser.add_argument("--window", type=int, default=5, help="DAD window (epochs)")
+        parser.add_argument("--exact-every", type=int, default=1, help="exact mode of the scoring run (0: online)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> NnunetRuns:
@@ -47,8 +48,17 @@ class NnunetRuns:
     def splits(self) -> list[dict]:
         return json.loads(self.splits_file.read_text())
 
+    def score(self, exact_every: int) -> tuple[dict, dict]:
+        """Fold 0, the full training list: the scoring run (stop rule reporting only, exact mode every
+        ``exact_every`` epochs so that every case has a DAD) and the full-data baseline, trained for the
+        whole schedule like every pruned fold. Returns (validation summary, DAD summary)."""
+        summary = self.train(0, NNUNET_DIET_EXACT_EVERY=str(exact_every))
+        return summary, json.loads((self.results / "fold_0" / "dad" / "summary.json").read_text())
+
     def train(self, fold: int, **extra: str) -> dict:
-        """Train ``fold`` (unless done) and return nnU-Net's validation ``summary.json``."""
+        """Train ``fold`` (unless done; stop rule reporting only, no exact mode unless ``extra`` says
+        otherwise) and return nnU-Net's validation ``summary.json``."""
+        extra = {"NNUNET_DIET_STOP": "0", "NNUNET_DIET_EXACT_EVERY": "0", **extra}
         folder = self.results / f"fold_{fold}"
         if not (folder / "validation" / "summary.json").is_file():
             _step(f"train fold {fold}", [BIN / "nnUNetv2_train", self.d, self.c, str(fold), "-tr", self.trainer,

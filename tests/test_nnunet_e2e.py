@@ -248,6 +248,8 @@ def test_exact_mode_scores_every_case_on_fixed_patches(nnunet_root):
     table = pd.read_csv(folder / "dad" / "scores.csv")
     traj = dad_trajectory(store["dice_exact"], 2)
     np.testing.assert_allclose(table["dad"], traj.dad[-1], rtol=1e-5)  # DAD comes from the exact series
+    assert summary["el2n_series"] == "el2n_exact" and summary["el2nx_series"] == "el2nx_exact"  # and EL2N too
+    np.testing.assert_allclose(table["el2n"], np.nanmean(store["el2n_exact"], axis=1), rtol=1e-5)
     log = next(folder.glob("training_log_*.txt")).read_text()
     assert log.count("DAD exact mode: 8 cases evaluated on fixed patches") == 3
 

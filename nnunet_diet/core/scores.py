@@ -53,7 +53,8 @@ def score_table(store: DynamicsStore, config: ScoreConfig = ScoreConfig()) -> tu
     """Compute each score whose input series the store holds.
 
     Series used: ``dice`` (or ``config.dad_series``) -> DAD, sigma, region, dad_rank (1 = lowest DAD = hardest);
-    ``el2n`` / ``el2nx`` (segmentation, per-epoch error norms) -> EL2N / EL2Nx;
+    ``el2n`` / ``el2nx`` (segmentation, per-epoch error norms; ``el2n_exact`` / ``el2nx_exact`` when
+    ``config.dad_series`` is ``dice_exact`` and the store has them) -> EL2N / EL2Nx;
     ``error_norm`` -> EVA and EL2N; ``correct`` -> forgetting; ``margin`` -> AUM.
 
     Returns:
@@ -83,9 +84,12 @@ def score_table(store: DynamicsStore, config: ScoreConfig = ScoreConfig()) -> tu
             L_max=float(np.nanmax(L)) if np.isfinite(L).any() else None,
             moving_distance=[None if not np.isfinite(v) else float(v) for v in L],
         )
+    mode = config.dad_series.removeprefix("dice")  # "_exact": EL2N / EL2Nx from the same mode's series
     for name in ("el2n", "el2nx"):
-        if name in store:
-            cols[name] = el2n(store[name], _clip(config.el2n_window, store.n_epochs))
+        series = name + mode if name + mode in store else name
+        if series in store:
+            cols[name] = el2n(store[series], _clip(config.el2n_window, store.n_epochs))
+            summary[f"{name}_series"] = series
     if "error_norm" in store:
         cols["eva"] = eva(store["error_norm"], _clip(config.eva_early, store.n_epochs), config.eva_late,
                           ddof=config.eva_ddof, normalize=config.eva_normalize, weights=config.eva_weights)
