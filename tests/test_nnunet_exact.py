@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from nnunet_diet.nnunet.exact import fixed_patch, foreground_centre, target_for
+from nnunet_diet.nnunet.exact import ExactEvaluator, fixed_patch, foreground_centre, foreground_slice, target_for
 
 
 def test_patch_is_centred_on_the_foreground_box_and_padded():
@@ -31,3 +31,19 @@ def test_target_maps_outside_mask_to_background_and_builds_regions():
                               foreground_regions=[(1, 2), 2])
     out = target_for(seg, regions)
     np.testing.assert_array_equal(out, [[[0, 0, 1, 1, 0]], [[0, 0, 0, 1, 0]], [[0, 0, 0, 0, 1]]])
+
+
+def test_2d_configuration_takes_the_slice_with_most_foreground():
+    seg = np.zeros((1, 5, 12, 12), np.int16)
+    seg[0, 1, 2:4, 2:4] = 1      # 4 voxels
+    seg[0, 3, 6:10, 5:11] = 2    # 24 voxels: this slice, box centre (7, 7)
+    data = np.arange(5 * 144, dtype=np.float32).reshape(1, 5, 12, 12)
+    dataset = SimpleNamespace(load_case=lambda identifier: (data, seg))
+    labels = SimpleNamespace(has_regions=False, has_ignore_label=False)
+    assert foreground_slice(seg) == 3 and foreground_slice(np.zeros((1, 4, 3, 3))) == 2
+    image, target = ExactEvaluator(dataset, ["a"], (6, 6), labels)._patch("a")
+    assert image.shape == (1, 6, 6) and target.shape == (1, 6, 6)
+    np.testing.assert_array_equal(image[0], data[0, 3, 4:10, 4:10])
+    np.testing.assert_array_equal(target[0], seg[0, 3, 4:10, 4:10])
+    volume, _ = ExactEvaluator(dataset, ["a"], (4, 6, 6), labels)._patch("a")  # 3D: no slicing
+    assert volume.shape == (1, 4, 6, 6)

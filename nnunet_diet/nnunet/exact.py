@@ -4,8 +4,10 @@ Online recording (the default, the DAD paper's) sees each case on randomly place
 patches, and only when the sampler draws it. Exact mode adds a deterministic measurement: the
 network in eval mode, no augmentation, on the patch of the configured size centred on the centre of
 the case's foreground bounding box (zero-padded where the image is smaller), so that every case
-has a value at every evaluation. Sums come from the same :func:`~.recorder.patch_sums` as online
-recording; under DDP each rank evaluates every ``world``-th case and the sums are gathered.
+has a value at every evaluation. For a 2D configuration (a 2D patch of ``(c, z, y, x)`` data) the
+patch lies in the slice with the most foreground, as 2D training draws slices of the volume. Sums
+come from the same :func:`~.recorder.patch_sums` as online recording; under DDP each rank evaluates
+every ``world``-th case and the sums are gathered.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ def foreground_centre(seg: np.ndarray) -> tuple[int, ...]:
     if len(fg) == 0:
         return tuple(s // 2 for s in seg.shape[1:])
     return tuple(int(c) for c in (fg.min(0) + fg.max(0)) // 2)
+
+
+def foreground_slice(seg: np.ndarray) -> int:
+    """The slice along the first spatial axis of ``seg`` (``(1, z, y, x)``) with the most foreground
+    voxels; the middle slice when the case has no foreground."""
+    counts = (np.asarray(seg[0]) > 0).reshape(seg.shape[1], -1).sum(1)
+    return int(counts.argmax()) if counts.any() else seg.shape[1] // 2
 
 
 def fixed_patch(array: np.ndarray, centre: Sequence[int], patch_size: Sequence[int], fill: float = 0) -> np.ndarray:
@@ -66,7 +75,7 @@ class ExactEvaluator:
         self.patch_size = tuple(int(p) for p in patch_size)
         self.label_manager = label_manager
         self.batch_size = max(1, int(batch_size))
-        self._centres: dict[str, tuple[int, ...]] = {}
+        self._centres: dict[str, tuple[int | None, tuple[int, ...]]] = {}  # (2D slice, centre)
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._cache_left = cache_bytes  # bytes the cache may still take
 
@@ -75,8 +84,11 @@ class ExactEvaluator:
             return self._cache[identifier]
         data, seg = self.dataset.load_case(identifier)[:2]
         if identifier not in self._centres:
-            self._centres[identifier] = foreground_centre(seg)
-        centre = self._centres[identifier]
+            z = foreground_slice(seg) if len(self.patch_size) == seg.ndim - 2 else None
+            self._centres[identifier] = z, foreground_centre(seg if z is None else seg[:, z])
+        z, centre = self._centres[identifier]
+        if z is not None:  # 2D configuration: one slice of the volume
+            data, seg = data[:, z], seg[:, z]
         # slice before converting: nnU-Net's blosc2 arrays decompress only the slice
         pair = (fixed_patch(data, centre, self.patch_size).astype(np.float32),
                 target_for(fixed_patch(seg, centre, self.patch_size), self.label_manager))
