@@ -10,8 +10,10 @@
    off, no exact mode) and read nnU-Net's own final validation (``fold_X/validation/summary.json``, mean foreground
    Dice): every pruned fold keeps fold 0's validation cases, so all rows are scored on the same cases.
 
+5. ``--repeat``: train some rows' folds once more (same lists, a new fold): how much one run varies.
+
 Run:  .venv/bin/python benchmarks/nnunet_pruning_value.py --raw /tmp/raw/Hippocampus100 --dataset-id 993 \
-          --configuration 3d_fullres --epochs 50 --iterations 10 --seeds 0 1
+          --configuration 3d_fullres --epochs 20 --iterations 10 --seeds 0 --repeat full "DAD ambiguous"
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.4)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the random pruning")
     parser.add_argument("--centres", default=None, help="stratify every pruning by centre (regex or CSV)")
+    parser.add_argument("--repeat", nargs="+", default=[], metavar="ROW", choices=["full", *METHODS],
+                        help="train these rows' folds once more (a copy of the fold): run-to-run spread")
     args = parser.parse_args()
 
     runs = NnunetRuns.from_args(args)
@@ -57,6 +61,11 @@ def main() -> None:
         value = f"{dice[0]:.4f}" if len(dice) == 1 else \
             f"{statistics.mean(dice):.4f} ± {statistics.stdev(dice):.4f} (n={len(dice)})"
         rows.append((f"{label} (keep {1 - args.rate:.0%})", len(splits[fold_ids[0]]["train"]), value))
+    for label in args.repeat:
+        fold = 0 if label == "full" else folds[label][0]
+        again = runs.repeat(fold)
+        rows.append((f"{label}, fold {fold} trained again (fold {again})", len(splits[fold]["train"]),
+                     f"{runs.train(again)['foreground_mean']['Dice']:.4f}"))
     print(f"\n{runs.name}, {runs.c}, lite plans, {runs.trainer}; DAD window {args.window}; DAD scored at epoch "
           f"{dad_summary['dad_scored_at_epoch']} (stop rule: {dad_summary['stop_epoch']}); "
           f"total {time.time() - t0:.0f} s")

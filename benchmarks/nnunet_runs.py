@@ -79,6 +79,17 @@ class NnunetRuns:
                 return index
         return len(splits) - 1
 
+    def repeat(self, fold: int) -> int:
+        """A second fold with ``fold``'s training and validation lists (the first such copy, else appended),
+        to train the same data again and see how much one training run varies."""
+        splits = self.splits()
+        same = [i for i, f in enumerate(splits) if i != fold and sorted(f["train"]) == sorted(splits[fold]["train"])
+                and sorted(f["val"]) == sorted(splits[fold]["val"])]
+        if same:
+            return same[0]
+        write_splits(self.splits_file, splits + [dict(splits[fold])])
+        return len(splits)
+
 
 def foreground_dice(summary: dict, pattern: str | None = None) -> float:
     """Mean foreground Dice over the validation cases whose file name matches ``pattern`` (all if None),
