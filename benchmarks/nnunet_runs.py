@@ -71,9 +71,8 @@ class NnunetRuns:
         _step(f"prune: {title}", [BIN / "nnunet-diet", "prune", "-d", self.d, "-c", self.c, "-f", "0", "-tr",
                                   self.trainer, "-p", "nnUNetPlans_lite", *options], self.env)
         splits = self.splits()
-        new = splits[-1]
         for index, fold in enumerate(splits[:-1]):
-            if sorted(fold["train"]) == sorted(new["train"]) and sorted(fold["val"]) == sorted(new["val"]):
+            if _same_lists(fold, splits[-1]):
                 write_splits(self.splits_file, splits[:-1])
                 print(f"   same training list as fold {index}: reusing it")
                 return index
@@ -83,12 +82,16 @@ class NnunetRuns:
         """A second fold with ``fold``'s training and validation lists (the first such copy, else appended),
         to train the same data again and see how much one training run varies."""
         splits = self.splits()
-        same = [i for i, f in enumerate(splits) if i != fold and sorted(f["train"]) == sorted(splits[fold]["train"])
-                and sorted(f["val"]) == sorted(splits[fold]["val"])]
+        same = [i for i, f in enumerate(splits) if i != fold and _same_lists(f, splits[fold])]
         if same:
             return same[0]
         write_splits(self.splits_file, splits + [dict(splits[fold])])
         return len(splits)
+
+
+def _same_lists(a: dict, b: dict) -> bool:
+    """Two folds with the same training and validation cases (in any order)."""
+    return sorted(a["train"]) == sorted(b["train"]) and sorted(a["val"]) == sorted(b["val"])
 
 
 def foreground_dice(summary: dict, pattern: str | None = None) -> float:

@@ -58,10 +58,11 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, iterations: int = 20, sample
     ``backend``: ``faiss``, ``sklearn`` or None (faiss when installed). Deterministic for a given seed and
     backend. Clusters left empty by the assignment are kept as centroids with no members (MedDEL skips them).
     """
-    backend = backend or available_backend()
+    available = available_backend()
+    backend = backend or available
     if backend not in BACKENDS:
         raise DietError(f"k-means backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "faiss" and available_backend() != "faiss":
+    if backend == "faiss" and available != "faiss":
         raise DietError("k-means backend 'faiss' asked for but faiss is not installed (pip install faiss-cpu)")
     n = len(x)
     if not 1 <= k <= n:

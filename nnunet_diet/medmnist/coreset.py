@@ -44,7 +44,7 @@ def keep_list_coreset(path: Path, n_train: int, seed: int = 0) -> Coreset:
     (e.g. ``nnunet-diet meddel`` on ``nnunet-diet embed --npz``). Its method is ``keep-<file stem>``."""
     import pandas as pd
 
-    from ..nnunet.splits import read_scores
+    from ..nnunet.splits import keep_flags, read_scores
 
     table = read_scores(Path(path), "keep")
     rows = pd.to_numeric(table["id"], errors="coerce").to_numpy()
@@ -57,7 +57,7 @@ def keep_list_coreset(path: Path, n_train: int, seed: int = 0) -> Coreset:
         raise DietError(f"{path}: id {outside[0]} is not a training row (the run has rows 0-{n_train - 1})")
     if len(rows) != n_train:
         raise DietError(f"{path}: lists {len(rows)} of the run's {n_train} training rows; a keep list names every row")
-    keep = table["keep"].astype(str).str.lower().isin(["1", "true", "1.0"]).to_numpy()
+    keep = keep_flags(table["keep"])
     if not keep.any():
         raise DietError(f"{path}: keeps no sample")
     return Coreset(f"keep-{Path(path).stem}", float(keep.mean()), seed, np.sort(rows[keep]))

@@ -144,6 +144,11 @@ def prune_fold(train: list[str], scores: pd.DataFrame, column: str, rate: float,
     return PruneResult([i for i, k in zip(train, kept) if k], [i for i, k in zip(train, kept) if not k], table)
 
 
+def keep_flags(values: pd.Series) -> np.ndarray:
+    """A keep table's ``keep`` column as booleans: 1 / true (any case) / 1.0 keep, anything else removes."""
+    return values.astype(str).str.lower().isin(["1", "true", "1.0"]).to_numpy()
+
+
 def keep_fold(train: list[str], keep: pd.DataFrame) -> PruneResult:
     """Keep exactly the training cases whose ``keep`` value is 1 / true in a keep table (e.g. from
     ``nnunet-diet meddel``); every training case must be listed."""
@@ -151,7 +156,7 @@ def keep_fold(train: list[str], keep: pd.DataFrame) -> PruneResult:
     missing = [i for i in train if i not in by_id.index]
     if missing:
         raise DietError(f"{len(missing)} training case(s) are not in the keep list, e.g. {missing[0]}")
-    kept = by_id.loc[train].astype(str).str.lower().isin(["1", "true", "1.0"]).to_numpy()
+    kept = keep_flags(by_id.loc[train])
     table = pd.DataFrame({"id": train, "group": "all", "score": kept.astype(float), "kept": kept})
     return PruneResult([i for i, k in zip(train, kept) if k], [i for i, k in zip(train, kept) if not k], table)
 
