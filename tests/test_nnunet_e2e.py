@@ -274,3 +274,42 @@ def test_meddel_embeds_preprocessed_cases_with_the_trained_encoder(trained, tmp_
          _env(root))
     keep = pd.read_csv(tmp_path / "keep.csv")
     assert len(keep) == N_CASES and 0 < keep["keep"].sum() < N_CASES
+
+
+MIXIN_TRAINERS = '''
+import torch
+from nnunetv2.training.nnUNetTrainer.variants.network_architecture.nnUNetTrainerNoDeepSupervision import (
+    nnUNetTrainerNoDeepSupervision,
+)
+
+from nnunet_diet.nnunet.trainer import DADRecordingMixin
+
+
+class nnUNetTrainerDADNoDS_4epochs_3iters(DADRecordingMixin, nnUNetTrainerNoDeepSupervision):
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 4, 3, 1
+'''
+
+
+def test_recording_mixin_adds_dad_to_another_nnunet_variant(nnunet_root, tmp_path):
+    """docs/nnunet.md's recipe: a user's own trainer folder, listed in nnUNet_extTrainer beside ours, puts
+    DADRecordingMixin in front of nnU-Net's NoDeepSupervision variant; nnU-Net finds it, trains it (single
+    output tensor, no deep supervision) and the mixin records every epoch."""
+    ext = tmp_path / "my_trainers"
+    ext.mkdir()
+    (ext / "my_dad_trainers.py").write_text(MIXIN_TRAINERS)
+    env = _env(nnunet_root, NNUNET_DIET_STOP="0")
+    env["nnUNet_extTrainer"] += os.pathsep + str(ext)
+    trainer = "nnUNetTrainerDADNoDS_4epochs_3iters"
+    _train(env, 0, trainer)
+    folder = _fold_folder(nnunet_root, 0, trainer)
+    store = DynamicsStore.load(folder / "dad" / "dynamics.npz")
+    splits = json.loads((nnunet_root / "pre" / DATASET / "splits_final.json").read_text())
+    assert sorted(store.ids) == sorted(splits[0]["train"]) and store.n_epochs == 4
+    assert np.isfinite(store["el2n"]).any(axis=0).all()
+    assert store.metadata["trainer"] == trainer
+    import torch
+
+    checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["trainer_name"] == trainer

@@ -1,4 +1,4 @@
-"""nnU-Net commands: ``trainer-path``, ``lite-plans`` and ``prune`` (the split-file tool)."""
+"""nnU-Net commands: ``trainer-path``, ``trainers``, ``lite-plans`` and ``prune`` (the split-file tool)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..core.errors import DietError
 from ..nnunet.config import centre_of
+from ..nnunet.schedules import TRAINERS, variants
 
 EXT_FOLDER = Path(__file__).resolve().parent.parent / "nnunet" / "ext"
 
@@ -17,6 +18,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Print the folder through which nnU-Net >= 2.8 finds nnUNetTrainerDAD and its "
                                    "short variants: export nnUNet_extTrainer=$(nnunet-diet trainer-path)")
     p.set_defaults(func=lambda args: print(EXT_FOLDER) or 0)
+
+    p = sub.add_parser("trainers", help="list every trainer name nnU-Net finds through trainer-path",
+                       description="List the DAD trainers and every short-schedule variant (name, base, epochs, "
+                                   "training iterations per epoch), the names to pass to nnUNetv2_train -tr.")
+    p.add_argument("--markdown", action="store_true", help="print a markdown table (as in docs/nnunet.md)")
+    p.set_defaults(func=run_trainers)
 
     p = sub.add_parser("lite-plans", help="derive small-network plans for CPU work (same preprocessed data)",
                        description="Write <nnUNet_preprocessed>/<dataset>/<output>.json from the source plans with "
@@ -59,6 +66,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_prune)
+
+
+def run_trainers(args: argparse.Namespace) -> int:
+    rows = [(name, name, "1000", "250") for name in TRAINERS]
+    rows += [(v.name, v.base, str(v.epochs), str(v.iterations or 250)) for v in variants()]
+    if args.markdown:
+        print("| trainer | base | epochs | iterations per epoch |\n|---|---|---|---|")
+        print("\n".join(f"| `{name}` | `{base}` | {e} | {i} |" for name, base, e, i in rows))
+    else:
+        width = max(len(r[0]) for r in rows)
+        print(f"{'trainer':<{width}}  epochs  iterations per epoch")
+        print("\n".join(f"{name:<{width}}  {e:>6}  {i:>3}" for name, _, e, i in rows))
+    return 0
 
 
 def run_lite_plans(args: argparse.Namespace) -> int:

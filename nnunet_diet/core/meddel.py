@@ -31,6 +31,7 @@ __all__ = ["VISITS", "MedDELResult", "l2_normalise", "check_embeddings", "centro
            "dedup_to_fraction"]
 
 VISITS = ("closest", "farthest")
+ROW_BLOCK = 65536  # rows per block of the row-wise passes: bounded temporary memory on large embedding files
 
 
 @dataclass(frozen=True)
@@ -72,15 +73,15 @@ def check_embeddings(x: np.ndarray, source: str = "embeddings") -> np.ndarray:
         raise DietError(f"{source}: expected a non-empty samples x dimensions matrix, got shape {x.shape}")
     if x.dtype.kind != "f":
         raise DietError(f"{source}: embeddings must be floating point, got dtype {x.dtype}")
-    for start in range(0, len(x), 65536):
-        bad = ~np.isfinite(x[start : start + 65536]).all(axis=1)
+    for start in range(0, len(x), ROW_BLOCK):
+        bad = ~np.isfinite(x[start : start + ROW_BLOCK]).all(axis=1)
         if bad.any():
             raise DietError(f"{source}: row {start + int(np.flatnonzero(bad)[0])} has NaN or infinite values "
                             f"({int(bad.sum())} such rows in this block); re-embed those samples")
     return x
 
 
-def l2_normalise(x: np.ndarray, source: str = "embeddings", block: int = 65536) -> np.ndarray:
+def l2_normalise(x: np.ndarray, source: str = "embeddings", block: int = ROW_BLOCK) -> np.ndarray:
     """Unit-length float32 rows (computed in row blocks); zero rows are an error (no direction)."""
     x = check_embeddings(x, source)
     out = np.empty(x.shape, dtype=np.float32)
@@ -99,8 +100,8 @@ def centroid_distances(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray)
     c = np.asarray(centroids, dtype=np.float32)
     c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
     out = np.empty(len(x), dtype=np.float32)
-    for start in range(0, len(x), 65536):
-        rows = slice(start, start + 65536)
+    for start in range(0, len(x), ROW_BLOCK):
+        rows = slice(start, start + ROW_BLOCK)
         out[rows] = 1.0 - np.einsum("ij,ij->i", x[rows], c[labels[rows]])
     return out
 

@@ -1,13 +1,15 @@
 """``nnUNetTrainerDAD``: nnU-Net's trainer plus per-case training dynamics and the DAD stop rule.
 
-Only recording and stopping are added; training itself is nnU-Net's. Each training iteration
-adds per-case TP/FP/FN and error-norm sums, taken from the highest-resolution output the loss
-already used, to an epoch accumulator; each epoch records per-case Dice, EL2N and EL2Nx in the
-dynamics store (``<fold>/dad/dynamics.npz``, rewritten atomically every epoch); every Delta t
-epochs DAD, sigma and the moving distance L are computed by the core library and logged. When the
-stop rule fires the run ends cleanly (``checkpoint_final.pth``; ``dad/state.json`` remembers the
-stop so that ``--c`` does not train on). Optional exact mode (:mod:`.exact`) adds ``*_exact``
-series measured every k epochs on fixed patches. Settings: :mod:`nnunet_diet.nnunet.config`.
+Only recording and stopping are added (:class:`DADRecordingMixin`); training itself is nnU-Net's.
+Each DAD trainer is the mixin put in front of an nnU-Net trainer class (the default trainer,
+``nnUNetTrainerVanillaAdam``, ``nnUNetTrainerNoDeepSupervision``; any other in one line). Each
+training iteration adds per-case TP/FP/FN and error-norm sums, taken from the highest-resolution
+output the loss already used, to an epoch accumulator; each epoch records per-case Dice, EL2N and
+EL2Nx in the dynamics store (``<fold>/dad/dynamics.npz``, rewritten atomically every epoch); every
+Delta t epochs DAD, sigma and the moving distance L are computed by the core library and logged.
+When the stop rule fires the run ends cleanly (``checkpoint_final.pth``; ``dad/state.json``
+remembers the stop so that ``--c`` does not train on). Optional exact mode (:mod:`.exact`) adds
+``*_exact`` series measured every k epochs on fixed patches. Settings: :mod:`nnunet_diet.nnunet.config`.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.training.nnUNetTrainer.variants.network_architecture.nnUNetTrainerNoDeepSupervision import (
+    nnUNetTrainerNoDeepSupervision,
+)
+from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerVanillaAdam
 
 from ..core.accumulator import EpochAccumulator
 from ..core.atomic import atomic_write_text
@@ -42,7 +47,7 @@ class _DADStop(Exception):
 class _RecordingLoss(torch.nn.Module):
     """The trainer's loss, unchanged, plus a look at (output, target) during training steps."""
 
-    def __init__(self, loss: torch.nn.Module, trainer: nnUNetTrainerDAD) -> None:
+    def __init__(self, loss: torch.nn.Module, trainer: DADRecordingMixin) -> None:
         super().__init__()
         self.loss = loss
         self._trainer = [trainer]  # a list: not registered as a submodule
@@ -57,7 +62,14 @@ class _RecordingLoss(torch.nn.Module):
         return value
 
 
-class nnUNetTrainerDAD(nnUNetTrainer):
+class DADRecordingMixin:
+    """DAD recording and the stop rule for any nnU-Net trainer: put it first among the bases.
+
+    ``class nnUNetTrainerDADNoDeepSupervision(DADRecordingMixin, nnUNetTrainerNoDeepSupervision)`` is a
+    complete trainer: the mixin only hooks nnU-Net's epoch callbacks and wraps the loss, so whatever the
+    other base changes (optimiser, network, loss, schedule) is trained as that variant trains it.
+    """
+
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
@@ -200,9 +212,12 @@ class nnUNetTrainerDAD(nnUNetTrainer):
                                    also_print_to_console=True)
 
 
+class nnUNetTrainerDAD(DADRecordingMixin, nnUNetTrainer):
+    """nnU-Net's default trainer (SGD, lr 1e-2, deep supervision) with DAD recording and the stop rule."""
 
-class nnUNetTrainerDADAdam(nnUNetTrainerDAD):
-    """``nnUNetTrainerDAD`` with the DAD paper's optimiser: Adam, lr 3e-3, nnU-Net's poly schedule.
+
+class nnUNetTrainerDADAdam(DADRecordingMixin, nnUNetTrainerVanillaAdam):
+    """DAD recording on nnU-Net's ``nnUNetTrainerVanillaAdam`` with the DAD paper's lr 3e-3 (poly schedule).
 
     On CPU with lite plans it leaves the all-background phase far sooner than nnU-Net's SGD
     (see docs/benchmarks.md), which the short CPU schedules need to produce a usable DAD ranking.
@@ -213,6 +228,6 @@ class nnUNetTrainerDADAdam(nnUNetTrainerDAD):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr = 3e-3
 
-    def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
-        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+class nnUNetTrainerDADNoDeepSupervision(DADRecordingMixin, nnUNetTrainerNoDeepSupervision):
+    """DAD recording on nnU-Net's ``nnUNetTrainerNoDeepSupervision`` (the recipe for any other variant)."""

@@ -4,17 +4,24 @@ For each base (``nnUNetTrainerDAD``: nnU-Net's SGD; ``nnUNetTrainerDADAdam``: th
 ``<base>_{E}epochs`` changes only ``num_epochs``; ``<base>_{E}epochs_{I}iters`` also runs ``I`` training
 and ``max(1, I // 5)`` validation iterations per epoch and saves ``checkpoint_latest`` every epoch,
 for CPU work, demos and tests with lite plans.
+
+Why generated and not written out like nnU-Net's ``training_length/`` classes: the 108 classes differ
+only in two numbers, so explicit copies would be some 800 lines of boilerplate to keep in step. To keep
+them findable, one list (:func:`.schedules.variants`) names them all: ``nnunet-diet trainers`` prints
+it, the table in docs/nnunet.md is that output (a test keeps the two equal), and the classes are built
+from it here with ordinary ``__module__`` / ``__qualname__`` so checkpoints and DDP workers import them.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .schedules import EPOCHS, ITERATIONS
-from .trainer import nnUNetTrainerDAD, nnUNetTrainerDADAdam
+from . import trainer
+from .schedules import variants
 
 
-def _variant(base: type[nnUNetTrainerDAD], epochs: int, iterations: int | None) -> type[nnUNetTrainerDAD]:
+def _variant(base: type[trainer.DADRecordingMixin], name: str, epochs: int,
+             iterations: int | None) -> type[trainer.DADRecordingMixin]:
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         base.__init__(self, plans, configuration, fold, dataset_json, device)
@@ -24,14 +31,10 @@ def _variant(base: type[nnUNetTrainerDAD], epochs: int, iterations: int | None) 
             self.num_val_iterations_per_epoch = max(1, iterations // 5)
             self.save_every = 1
 
-    name = f"{base.__name__}_{epochs}epochs" + (f"_{iterations}iters" if iterations else "")
     return type(name, (base,), {"__init__": __init__, "__module__": __name__, "__qualname__": name})
 
 
-for _base in (nnUNetTrainerDAD, nnUNetTrainerDADAdam):
-    for _e in EPOCHS:
-        for _i in (None, *ITERATIONS):
-            _cls = _variant(_base, _e, _i)
-            globals()[_cls.__name__] = _cls
+for _v in variants():
+    globals()[_v.name] = _variant(getattr(trainer, _v.base), _v.name, _v.epochs, _v.iterations)
 
-__all__ = [n for n in globals() if n.startswith("nnUNetTrainerDAD")]
+__all__ = [v.name for v in variants()]

@@ -5,5 +5,9 @@ live in the installed package, so checkpoints, ``nnUNetv2_predict`` and DDP work
 normally.
 """
 
-from nnunet_diet.nnunet.trainer import nnUNetTrainerDAD, nnUNetTrainerDADAdam  # noqa: F401
+from nnunet_diet.nnunet.trainer import (  # noqa: F401
+    nnUNetTrainerDAD,
+    nnUNetTrainerDADAdam,
+    nnUNetTrainerDADNoDeepSupervision,
+)
 from nnunet_diet.nnunet.variants import *  # noqa: F401,F403
