@@ -18,7 +18,7 @@ from ..core.errors import DietError
 from ..core.scores import ScoreConfig
 from ..medmnist.config import METHODS, SCHEDULES, TrainConfig
 from ..medmnist.data import DEFAULT_ROOT, SIZES, load_medmnist
-from .scores import EVA_CONVENTIONS, add_window_options
+from .scores import add_window_options, window_settings
 
 if TYPE_CHECKING:  # torch, MONAI and the trainer load only when a step runs: --help stays fast
     import pandas as pd
@@ -132,8 +132,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _score_config(args: argparse.Namespace) -> ScoreConfig:
-    return ScoreConfig(eva_early=tuple(args.eva_early), eva_late=tuple(args.eva_late) if args.eva_late else None,
-                       el2n_window=tuple(args.el2n_window), **EVA_CONVENTIONS[args.eva_convention])
+    return ScoreConfig(**window_settings(args))
 
 
 def _context(args: argparse.Namespace) -> Context:

@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..core.errors import DietError
+from ..core.atomic import check_output
+from ..core.errors import DietError, check_fraction
 from ..nnunet.schedules import EPOCHS, ITERATIONS
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hippocampus40"
@@ -79,14 +80,49 @@ def prepare(raw_src: Path, dataset_id: int, env: dict, logs: Path, configuration
     d = str(dataset_id)
     if not (Path(env["nnUNet_preprocessed"]) / name / "nnUNetPlans.json").is_file():
         plan_env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}  # planning fails with 0 workers
-        _step("plan and preprocess", [BIN / "nnUNetv2_plan_and_preprocess", "-d", d, "-c", configuration, "-np", "2",
-                                      "-npfp", "2"], plan_env, logs / "preprocess.log")
+        try:
+            _step("plan and preprocess (with nnU-Net's dataset integrity check)",
+                  [BIN / "nnUNetv2_plan_and_preprocess", "-d", d, "-c", configuration, "-np", "2", "-npfp", "2",
+                   "--verify_dataset_integrity"], plan_env, logs / "preprocess.log")
+        except DietError as exc:
+            failure = integrity_failure(logs / "preprocess.log")
+            raise DietError(f"{raw}: nnU-Net's dataset integrity check: {failure}; see {logs / 'preprocess.log'}"
+                            if failure else str(exc)) from None
     _step("lite plans (small network and batch, same preprocessed data)",
           [BIN / "nnunet-diet", "lite-plans", "-d", d], env)
     return name
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every argument, before any work: the rate, the ids, the window, the output folder and the raw dataset
+    (dataset.json, images and labels in pairs, image and label of each case on one grid, naming the case)."""
+    from ..nnunet.raw import check_grids, raw_cases
+
+    check_fraction(args.rate, "--rate")
+    if not 1 <= args.dataset_id <= 999:
+        raise DietError(f"--dataset-id must be in 1-999 (nnU-Net's DatasetXXX), got {args.dataset_id}")
+    if args.window < 1 or args.window > args.epochs:
+        raise DietError(f"--window must be in 1-{args.epochs} (--epochs), got {args.window}")
+    check_output(args.output, inputs=[args.raw], folder=True)
+    _, cases = raw_cases(args.raw, need_labels=True)
+    if len(cases) < 5:
+        raise DietError(f"{args.raw}: {len(cases)} labelled cases; nnU-Net's 5-fold split needs at least 5")
+    check_grids(cases)
+
+
+def integrity_failure(log: Path) -> str | None:
+    """The first error that nnU-Net's ``--verify_dataset_integrity`` printed into ``log``, with the case's file."""
+    lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+    for n, line in enumerate(lines):
+        if line.startswith("Error:") or "Unexpected labels found in file" in line or "NaN pixel values" in line:
+            files = [w for w in " ".join(lines[n:n + 8]).replace("'", " ").replace(",", " ").split()
+                     if "labelsTr" in w or "imagesTr" in w]
+            return line.strip().rstrip(".") + (f" ({files[0].strip('[]')})" if files else "")
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     out = args.output.resolve()
     env = nnunet_env(out, NNUNET_DIET_WINDOW=str(args.window))
     logs = out / "logs"
