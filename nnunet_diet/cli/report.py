@@ -104,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_outputs(out: Path, args: argparse.Namespace, scores: Path) -> None:
     """The HTML and the markdown beside it may replace none of the inputs."""
+    if out.suffix == ".md":
+        raise DietError(f"-o/--output {out}: the markdown is written beside the HTML; give the HTML's name (.html)")
     inputs = [args.source, scores, args.meddel, args.images, args.centres]
     check_output(out, inputs=inputs)
     check_output(out.with_suffix(".md"), inputs=inputs, option=f"markdown beside {out}")

@@ -67,12 +67,15 @@ def run(args: argparse.Namespace) -> int:
         if args.stratify not in table.columns:
             raise DietError(f"--stratify {args.stratify!r}: no such column in {args.table}")
         groups = table[args.stratify].astype(str).to_numpy()
-    if method == "ccs":
-        kept = ccs(numeric_column(table, column, args.table), args.keep, hard_prune=args.hard_prune, seed=args.seed)
-    else:
-        mode = args.mode or ("random" if method == "random" else SCORE_DIRECTIONS.get(method, "top"))
-        scores = None if method == "random" else numeric_column(table, column, args.table)
-        kept = select(scores, args.keep, mode, groups=groups, seed=args.seed, n=len(table))
+    scores = None if method == "random" else numeric_column(table, column, args.table)
+    try:
+        if method == "ccs":
+            kept = ccs(scores, args.keep, hard_prune=args.hard_prune, seed=args.seed)
+        else:
+            mode = args.mode or ("random" if method == "random" else SCORE_DIRECTIONS.get(method, "top"))
+            kept = select(scores, args.keep, mode, groups=groups, seed=args.seed, n=len(table))
+    except DietError as exc:
+        raise DietError(f"{args.table}, column {column!r}: {exc}") from None
     ids = table["id"].to_numpy()[np.sort(kept)]
     text = "\n".join(map(str, ids)) + "\n"
     if args.output:
