@@ -409,6 +409,13 @@ CASES = [
      ["pathmnist.npz", "not found"]),
     ("medmnist-train-size", ["medmnist", "train", "--flag", "pneumoniamnist", "--size", "100", "--out", "{t}/r"],
      None, ["--size", "invalid choice"]),
+    ("medmnist-train-out-is-file", ["medmnist", "train", "--flag", "pneumoniamnist", "--root", "{w}", "--out", "{f}"],
+     lambda t, w: {"f": _file(t)}, ["--out", "a_file", "not a folder"]),
+    ("medmnist-select-output-is-dynamics", ["medmnist", "select", "--run", "{w}/run", "--method", "eva", "--rate",
+                                            "0.1", "-o", "{w}/run/dynamics.npz"], None, ["dynamics.npz",
+                                                                                         "is the input"]),
+    ("medmnist-select-output-folder", ["medmnist", "select", "--run", "{w}/run", "--method", "eva", "--rate", "0.1",
+                                       "-o", "{d}"], lambda t, w: {"d": _folder(t)}, ["existing", "is a folder"]),
     ("medmnist-select-no-run", ["medmnist", "select", "--run", "{t}/norun", "--method", "eva", "--rate", "0.1"], None,
      ["norun", "dynamics.npz"]),
     ("medmnist-select-window-beyond", ["medmnist", "select", "--run", "{w}/run", "--method", "el2n", "--rate", "0.1",
@@ -580,3 +587,38 @@ def test_scores_rank_by_the_series_the_trainer_scored_with(tmp_path, capsys):
     np.testing.assert_allclose(got["dad"], want, rtol=1e-6)
     assert json.loads((tmp_path / "a.summary.json").read_text())["dad_series"] == "dice_exact"
     assert json.loads((tmp_path / "b.summary.json").read_text())["dad_series"] == "dice"
+
+
+def test_pipeline_names_the_case_nnunets_integrity_check_rejects(world, tmp_path, capfd):
+    """A label value dataset.json does not declare passes our checks (pairs, grids) and is caught by nnU-Net's
+    own --verify_dataset_integrity, the first thing the preprocessing call runs: the error names the case."""
+    import SimpleITK as sitk
+
+    raw = _raw_copy(tmp_path)
+    label_file = sorted((raw / "labelsTr").iterdir())[2]
+    label = sitk.ReadImage(str(label_file))
+    voxels = sitk.GetArrayFromImage(label)
+    voxels[voxels == 2] = 5  # dataset.json has labels 0, 1, 2
+    bad = sitk.GetImageFromArray(voxels)
+    bad.CopyInformation(label)
+    sitk.WriteImage(bad, str(label_file))
+    before = _tree(raw)
+    capfd.readouterr()
+    rc = main(["pipeline", "--raw", str(raw), "-o", str(tmp_path / "out")])
+    err = capfd.readouterr().err
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "integrity check" in lines[0] and label_file.name in lines[0] and "Unexpected labels" in lines[0], lines[0]
+    assert _tree(raw) == before
+
+
+def test_prune_reports_the_rate_it_removed_when_unscored_cases_go_too(world, tmp_path, monkeypatch, capsys):
+    for key, folder in NNUNET_VARS.items():
+        monkeypatch.setenv(key, str(world / folder))
+    scores = _csv(tmp_path, world, "fold_scores.csv", lambda x: x.assign(dad=x["dad"].where(x.index % 4 != 0)))
+    assert main([*PRUNE[:-1], str(scores), "--unscored", "remove", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    removed = int(out.split("(removed ")[1].split(",")[0])
+    train = 8  # fold 0 of 10 cases
+    assert f"rate {removed / train:.3g} (asked 0.4)" in out and removed > 0.4 * train

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from collections.abc import Sequence
 
 from ..core.errors import DietError
@@ -45,11 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with warnings.catch_warnings(record=True) as caught:  # shown after a success, never above an error
-            rc = int(args.func(args) or 0)
-        for w in caught:
-            print(f"warning: {one_line(str(w.message))}", file=sys.stderr)
-        return rc
+        return int(args.func(args) or 0)
     except DietError as exc:
         message = one_line(str(exc))
     except OSError as exc:  # the system refused a read or write our checks did not foresee

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..core.atomic import atomic_write_text
+from ..core.atomic import atomic_write_text, check_output
 from ..core.errors import DietError
 from ..core.scores import ScoreConfig
 from ..medmnist.config import METHODS, SCHEDULES, TrainConfig
@@ -159,6 +159,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..medmnist.distributed import teardown
     from ..medmnist.trainer import train
 
+    check_output(args.out, folder=True, option="--out")
     data = load_medmnist(args.root, args.flag, args.size)
     ctx = _context(args)
     try:
@@ -189,6 +190,8 @@ def _select(args: argparse.Namespace, write: bool = True) -> tuple[pd.DataFrame,
 def run_select(args: argparse.Namespace) -> int:
     from ..medmnist.selection import class_counts
 
+    if args.output:
+        check_output(args.output, inputs=[args.run / "dynamics.npz", args.run / "scores.csv"])
     frame, coreset = _select(args)
     out = args.output or args.run / "coresets" / f"{coreset.name}.txt"
     atomic_write_text(out, "\n".join(map(str, coreset.ids)) + "\n")
@@ -246,6 +249,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from ..medmnist.bench import bench
     from ..medmnist.distributed import teardown
 
+    check_output(args.out, folder=True, option="--out")
     data = load_medmnist(args.root, args.flag, args.size)
     ctx = _context(args)
     try:

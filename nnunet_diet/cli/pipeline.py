@@ -86,8 +86,8 @@ def prepare(raw_src: Path, dataset_id: int, env: dict, logs: Path, configuration
                    "--verify_dataset_integrity"], plan_env, logs / "preprocess.log")
         except DietError as exc:
             failure = integrity_failure(logs / "preprocess.log")
-            raise DietError(f"{raw}: nnU-Net's dataset integrity check: {failure}; see {logs / 'preprocess.log'}"
-                            if failure else str(exc)) from None
+            raise DietError(f"{raw_src}: nnU-Net's dataset integrity check: {failure.replace(str(raw), str(raw_src))}"
+                            f"; see {logs / 'preprocess.log'}" if failure else str(exc)) from None
     _step("lite plans (small network and batch, same preprocessed data)",
           [BIN / "nnunet-diet", "lite-plans", "-d", d], env)
     return name
@@ -111,13 +111,17 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def integrity_failure(log: Path) -> str | None:
-    """The first error that nnU-Net's ``--verify_dataset_integrity`` printed into ``log``, with the case's file."""
+    """The first error that nnU-Net's ``--verify_dataset_integrity`` printed into ``log``, with its detail lines
+    (they name the case's files)."""
     lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
     for n, line in enumerate(lines):
-        if line.startswith("Error:") or "Unexpected labels found in file" in line or "NaN pixel values" in line:
-            files = [w for w in " ".join(lines[n:n + 8]).replace("'", " ").replace(",", " ").split()
-                     if "labelsTr" in w or "imagesTr" in w]
-            return line.strip().rstrip(".") + (f" ({files[0].strip('[]')})" if files else "")
+        if line.startswith("Error:") or "NaN pixel values" in line:
+            detail = [line.strip()]
+            for more in lines[n + 1 : n + 8]:
+                if not more.strip() or more.startswith("Traceback"):
+                    break
+                detail.append(more.strip())
+            return "; ".join(detail)
     return None
 
 
