@@ -85,6 +85,8 @@ def prepare(raw_src: Path, dataset_id: int, env: dict, logs: Path, configuration
                   [BIN / "nnUNetv2_plan_and_preprocess", "-d", d, "-c", configuration, "-np", "2", "-npfp", "2",
                    "--verify_dataset_integrity"], plan_env, logs / "preprocess.log")
         except DietError as exc:
+            from ..nnunet.raw import integrity_failure
+
             failure = integrity_failure(logs / "preprocess.log")
             raise DietError(f"{raw_src}: nnU-Net's dataset integrity check: {failure.replace(str(raw), str(raw_src))}"
                             f"; see {logs / 'preprocess.log'}" if failure else str(exc)) from None
@@ -96,7 +98,7 @@ def prepare(raw_src: Path, dataset_id: int, env: dict, logs: Path, configuration
 def check_arguments(args: argparse.Namespace) -> None:
     """Every argument, before any work: the rate, the ids, the window, the output folder and the raw dataset
     (dataset.json, images and labels in pairs, image and label of each case on one grid, naming the case)."""
-    from ..nnunet.raw import check_grids, raw_cases
+    from ..nnunet.raw import check_training_dataset
 
     check_fraction(args.rate, "--rate")
     if not 1 <= args.dataset_id <= 999:
@@ -104,25 +106,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.window < 1 or args.window > args.epochs:
         raise DietError(f"--window must be in 1-{args.epochs} (--epochs), got {args.window}")
     check_output(args.output, inputs=[args.raw], folder=True)
-    _, cases = raw_cases(args.raw, need_labels=True)
-    if len(cases) < 5:
-        raise DietError(f"{args.raw}: {len(cases)} labelled cases; nnU-Net's 5-fold split needs at least 5")
-    check_grids(cases)
-
-
-def integrity_failure(log: Path) -> str | None:
-    """The first error that nnU-Net's ``--verify_dataset_integrity`` printed into ``log``, with its detail lines
-    (they name the case's files)."""
-    lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
-    for n, line in enumerate(lines):
-        if line.startswith("Error:") or "NaN pixel values" in line:
-            detail = [line.strip()]
-            for more in lines[n + 1 : n + 8]:
-                if not more.strip() or more.startswith("Traceback"):
-                    break
-                detail.append(more.strip())
-            return "; ".join(detail)
-    return None
+    check_training_dataset(args.raw)
 
 
 def run(args: argparse.Namespace) -> int:

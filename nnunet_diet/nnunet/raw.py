@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..core.errors import DietError
 
-__all__ = ["raw_cases", "check_grids"]
+__all__ = ["raw_cases", "check_grids", "check_training_dataset", "integrity_failure"]
 
 
 def _dataset_json(folder: Path) -> dict:
@@ -85,3 +85,28 @@ def check_grids(cases: dict[str, dict]) -> None:
         if len(set(sizes.values())) > 1:
             raise DietError(f"{entry['label']}: case {case}: label of size {label} on another grid than its image "
                             f"{image} (nnU-Net needs them voxel for voxel)")
+
+
+def check_training_dataset(folder: str | Path) -> dict[str, dict]:
+    """A raw dataset nnU-Net can plan, preprocess and split five ways: labelled cases in pairs, at least 5,
+    each on one voxel grid. Returns its cases."""
+    _, cases = raw_cases(folder, need_labels=True)
+    if len(cases) < 5:
+        raise DietError(f"{folder}: {len(cases)} labelled cases; nnU-Net's 5-fold split needs at least 5")
+    check_grids(cases)
+    return cases
+
+
+def integrity_failure(log: Path) -> str | None:
+    """The first error that nnU-Net's ``--verify_dataset_integrity`` printed into ``log``, with its detail lines
+    (they name the case's files)."""
+    lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+    for n, line in enumerate(lines):
+        if line.startswith("Error:") or "NaN pixel values" in line:
+            detail = [line.strip()]
+            for more in lines[n + 1 : n + 8]:
+                if not more.strip() or more.startswith("Traceback"):
+                    break
+                detail.append(more.strip())
+            return "; ".join(detail)
+    return None
