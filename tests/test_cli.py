@@ -39,7 +39,7 @@ def store_file(tmp_path):
                           groups=["A" if i < 12 else "B" for i in range(n)])
     skill = np.linspace(0.2, 0.9, n)
     for epoch in range(e):
-        dice = skill * (1 - np.exp(-epoch / 5)) + rng.normal(0, 0.02, n)
+        dice = np.clip(skill * (1 - np.exp(-epoch / 5)) + rng.normal(0, 0.02, n), 0, 1)  # Dice lies in [0, 1]
         store.append_epoch({"dice": dice, "el2n": 1 - dice / 2, "el2nx": 1 - dice})
     return store.save(tmp_path / "dad.npz")
 

@@ -3,6 +3,12 @@
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
+import torch
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTansform
+from batchgeneratorsv2.transforms.utils.seg_to_regions import ConvertSegmentationToRegionsTransform
+from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
 from nnunet_diet.nnunet.exact import ExactEvaluator, fixed_patch, foreground_centre, foreground_slice, target_for
 
@@ -23,14 +29,29 @@ def test_patch_is_centred_on_the_foreground_box_and_padded():
     assert foreground_centre(np.zeros((1, 9, 4))) == (4, 2)  # no foreground: the image centre
 
 
-def test_target_maps_outside_mask_to_background_and_builds_regions():
-    seg = np.array([[[-1, 0, 1, 2, 3]]], np.int16)
-    labels = SimpleNamespace(has_regions=False, has_ignore_label=False)
-    np.testing.assert_array_equal(target_for(seg, labels), [[[0, 0, 1, 2, 3]]])
-    regions = SimpleNamespace(has_regions=True, has_ignore_label=True, ignore_label=3,
-                              foreground_regions=[(1, 2), 2])
-    out = target_for(seg, regions)
-    np.testing.assert_array_equal(out, [[[0, 0, 1, 1, 0]], [[0, 0, 0, 1, 0]], [[0, 0, 0, 0, 1]]])
+def _nnunet_target(seg: np.ndarray, labels: LabelManager) -> np.ndarray:
+    """The target nnU-Net's own training transforms make from ``seg`` (nnUNetTrainer.get_training_transforms:
+    -1 -> 0, then one channel per region plus the ignore label when the dataset has regions)."""
+    steps = [RemoveLabelTansform(-1, 0)]
+    if labels.has_regions:
+        regions = list(labels.foreground_regions)
+        steps.append(ConvertSegmentationToRegionsTransform(
+            regions=regions + [labels.ignore_label] if labels.has_ignore_label else regions, channel_in_seg=0))
+    out = ComposeTransforms(steps)(image=torch.zeros(1, *seg.shape[1:]), segmentation=torch.from_numpy(seg))
+    return out["segmentation"].numpy().astype(np.int16)
+
+
+@pytest.mark.parametrize("labels", [
+    LabelManager({"background": 0, "a": 1, "b": 2, "c": 3}, regions_class_order=None),
+    LabelManager({"background": 0, "a": 1, "b": 2, "ignore": 3}, regions_class_order=None),
+    LabelManager({"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enhancing": 3}, regions_class_order=[1, 2, 3]),
+    LabelManager({"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enhancing": 3, "ignore": 4},
+                 regions_class_order=[1, 2, 3]),
+], ids=["labels", "labels+ignore", "regions", "regions+ignore"])
+def test_target_is_the_one_nnunets_training_transforms_make(labels):
+    seg = np.random.default_rng(0).integers(-1, max(labels.all_labels) + 2 if labels.has_ignore_label else
+                                            max(labels.all_labels) + 1, size=(1, 6, 7, 5)).astype(np.int16)
+    np.testing.assert_array_equal(target_for(seg, labels), _nnunet_target(seg, labels))
 
 
 def test_2d_configuration_takes_the_slice_with_most_foreground():
@@ -39,7 +60,7 @@ def test_2d_configuration_takes_the_slice_with_most_foreground():
     seg[0, 3, 6:10, 5:11] = 2    # 24 voxels: this slice, box centre (7, 7)
     data = np.arange(5 * 144, dtype=np.float32).reshape(1, 5, 12, 12)
     dataset = SimpleNamespace(load_case=lambda identifier: (data, seg))
-    labels = SimpleNamespace(has_regions=False, has_ignore_label=False)
+    labels = LabelManager({"background": 0, "a": 1, "b": 2}, regions_class_order=None)
     assert foreground_slice(seg) == 3 and foreground_slice(np.zeros((1, 4, 3, 3))) == 2
     image, target = ExactEvaluator(dataset, ["a"], (6, 6), labels)._patch("a")
     assert image.shape == (1, 6, 6) and target.shape == (1, 6, 6)

@@ -27,11 +27,11 @@ def test_size_order_and_determinism(s, keep, mode, seed):
         assert s[kept].min() >= s[removed].max()
     elif mode == "bottom":
         assert s[kept].max() <= s[removed].min()
-    elif mode == "middle":
-        low = removed[s[removed] <= s[kept].min()]
-        high = removed[s[removed] >= s[kept].max()]
-        assert len(np.union1d(low, high)) == len(removed)
-        assert abs(len(removed) // 2 - min(len(low), len(removed) - len(high))) <= len(removed)
+    elif mode == "middle":  # exactly floor(r / 2) removed from the low end, the rest from the high end
+        ascending = np.argsort(s, kind="stable")
+        n_low = len(removed) // 2
+        np.testing.assert_array_equal(np.sort(removed), np.sort(np.concatenate(
+            [ascending[:n_low], ascending[len(s) - (len(removed) - n_low):]])))
 
 
 @settings(max_examples=60, deadline=None)
@@ -71,7 +71,36 @@ def test_nan_policies():
         select(s, 0.5, "top")
     np.testing.assert_array_equal(select(s, 0.5, "top", nan_policy="keep"), [0, 3])
     np.testing.assert_array_equal(select(s, 0.5, "top", nan_policy="remove"), [2, 3])
-    assert regions(s, 0.5).tolist() == ["unscored", "ambiguous", "ambiguous", "easy"]  # 1 removed: from the top
+    # 2 kept, the unscored one among them: one scored case left, so the map's tails take the other two
+    assert regions(s, 0.5).tolist() == ["unscored", "hard", "ambiguous", "easy"]
+    np.testing.assert_array_equal(select(s, 0.5, "middle", nan_policy="keep"), [0, 2])
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(2, 60), n_nan=st.integers(0, 20), rate=st.floats(0.05, 0.95), seed=st.integers(0, 99))
+def test_regions_are_the_tails_that_pruning_removes_with_unscored_cases(n, n_nan, rate, seed):
+    rng = np.random.default_rng(seed)
+    s = rng.random(n)
+    s[rng.choice(n, size=min(n_nan, n - 1), replace=False)] = np.nan
+    try:
+        kept = select(s, 1 - rate, "middle", nan_policy="keep")
+    except DietError:  # more unscored cases than the budget: pruning refuses
+        return
+    removed = np.setdiff1d(np.arange(n), kept)
+    r = regions(s, rate)
+    np.testing.assert_array_equal(np.flatnonzero((r == "hard") | (r == "easy")), removed)
+    assert (r[kept] != "hard").all() and (r[kept] != "easy").all()
+
+
+def test_stratified_selection_counts_each_groups_unscored_cases_in_its_own_share():
+    groups = np.array(["A"] * 10 + ["B"] * 10)
+    s = np.arange(20.0)
+    s[:4] = np.nan  # 4 unscored cases, all in A
+    kept = select(s, 0.6, "middle", groups=groups, nan_policy="keep")
+    assert (groups[kept] == "A").sum() == 6 == (groups[kept] == "B").sum()  # 12 kept: 6 each, as without NaN
+    assert set(range(4)) <= set(kept)  # the unscored are among A's 6
+    with pytest.raises(DietError, match="group 'A': its 4 unscored samples exceed its share of 3"):
+        select(s, 0.3, "middle", groups=groups, nan_policy="keep")
 
 
 @settings(max_examples=60, deadline=None)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.atomic import atomic_write_text
+from ..core.atomic import atomic_write_text, check_output
 from ..core.errors import DietError
 from ..core.meddel import VISITS
 from ..core.normdel import normdel
@@ -115,6 +115,7 @@ def _encoder(args: argparse.Namespace):
 def run_embed(args: argparse.Namespace) -> int:
     from ..embed.run import embed
 
+    check_output(args.output, inputs=[args.npz, args.raw, args.preprocessed], folder=True)
     out = embed(_source(args), _encoder(args), args.output, batch_size=args.batch_size, dtype=args.dtype,
                 resume=args.resume, progress=args.progress)
     if out is not None:
@@ -127,6 +128,8 @@ def run_meddel_cmd(args: argparse.Namespace) -> int:
     from ..embed.table import centre_summary, keep_table, run_meddel
     from ..nnunet.config import centre_of
 
+    if args.output:
+        check_output(args.output, inputs=[args.embeddings])
     emb = load_embeddings(args.embeddings)
     result = run_meddel(emb, fraction=args.fraction, eta=args.eta, clusters=args.clusters, epsilon=args.epsilon,
                         visit=args.visit, tolerance=args.tolerance, seed=args.seed, backend=args.kmeans)
@@ -143,6 +146,10 @@ def run_meddel_cmd(args: argparse.Namespace) -> int:
 
 
 def run_normdel_table(args: argparse.Namespace) -> int:
+    from ..nnunet.splits import numeric_column
+
+    if args.output:
+        check_output(args.output, inputs=[args.results])
     if not args.results.is_file():
         raise DietError(f"{args.results}: no such results file")
     try:
@@ -152,9 +159,11 @@ def run_normdel_table(args: argparse.Namespace) -> int:
     for col in (args.fraction_column, args.metric_column):
         if col not in table.columns:
             raise DietError(f"{args.results}: no column {col!r} (columns: {', '.join(table.columns)})")
+    if table.empty:
+        raise DietError(f"{args.results}: no rows (only a header)")
+    metric, fraction = (numeric_column(table, c, args.results) for c in (args.metric_column, args.fraction_column))
     try:
-        values = normdel(table[args.metric_column].to_numpy(float), table[args.fraction_column].to_numpy(float),
-                         args.alpha)
+        values = normdel(metric, fraction, args.alpha)
     except DietError as exc:
         raise DietError(f"{args.results}: {exc}") from None
     table["normdel"] = np.round(100 * values, 2)

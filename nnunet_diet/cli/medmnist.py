@@ -13,12 +13,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..core.atomic import atomic_write_text
+from ..core.atomic import atomic_write_text, check_output
 from ..core.errors import DietError
 from ..core.scores import ScoreConfig
 from ..medmnist.config import METHODS, SCHEDULES, TrainConfig
 from ..medmnist.data import DEFAULT_ROOT, SIZES, load_medmnist
-from .scores import EVA_CONVENTIONS, add_window_options
+from .scores import add_window_options, window_settings
 
 if TYPE_CHECKING:  # torch, MONAI and the trainer load only when a step runs: --help stays fast
     import pandas as pd
@@ -132,8 +132,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _score_config(args: argparse.Namespace) -> ScoreConfig:
-    return ScoreConfig(eva_early=tuple(args.eva_early), eva_late=tuple(args.eva_late) if args.eva_late else None,
-                       el2n_window=tuple(args.el2n_window), **EVA_CONVENTIONS[args.eva_convention])
+    return ScoreConfig(**window_settings(args))
 
 
 def _context(args: argparse.Namespace) -> Context:
@@ -160,6 +159,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..medmnist.distributed import teardown
     from ..medmnist.trainer import train
 
+    check_output(args.out, folder=True, option="--out")
     data = load_medmnist(args.root, args.flag, args.size)
     ctx = _context(args)
     try:
@@ -190,6 +190,8 @@ def _select(args: argparse.Namespace, write: bool = True) -> tuple[pd.DataFrame,
 def run_select(args: argparse.Namespace) -> int:
     from ..medmnist.selection import class_counts
 
+    if args.output:
+        check_output(args.output, inputs=[args.run / "dynamics.npz", args.run / "scores.csv"])
     frame, coreset = _select(args)
     out = args.output or args.run / "coresets" / f"{coreset.name}.txt"
     atomic_write_text(out, "\n".join(map(str, coreset.ids)) + "\n")
@@ -247,6 +249,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from ..medmnist.bench import bench
     from ..medmnist.distributed import teardown
 
+    check_output(args.out, folder=True, option="--out")
     data = load_medmnist(args.root, args.flag, args.size)
     ctx = _context(args)
     try:

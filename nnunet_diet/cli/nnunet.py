@@ -85,9 +85,11 @@ def run_lite_plans(args: argparse.Namespace) -> int:
     from ..nnunet.paths import preprocessed_folder
     from ..nnunet.plans import make_lite_plans
 
-    out = make_lite_plans(preprocessed_folder(args.dataset), args.plans, args.output, base_features=args.features,
-                          max_features=args.max_features, batch_size=args.batch_size)
-    print(f"wrote {out}\ntrain with: nnUNetv2_train {args.dataset} <configuration> <fold> -p {args.output} ...")
+    out, copy = make_lite_plans(preprocessed_folder(args.dataset), args.plans, args.output,
+                                base_features=args.features, max_features=args.max_features,
+                                batch_size=args.batch_size)
+    print(f"wrote {out}" + (f" (the previous file differed: kept as {copy.name})" if copy else ""))
+    print(f"train with: nnUNetv2_train {args.dataset} <configuration> <fold> -p {args.output} ...")
     return 0
 
 
@@ -127,8 +129,7 @@ def run_prune(args: argparse.Namespace) -> int:
         else:
             raise DietError("--stratify needs --centres or a 'group' column in the scores")
     if args.keep_list:
-        result = sp.keep_fold(fold["train"], scores)
-        args.rate = len(result.removed) / len(fold["train"])
+        result = sp.keep_fold(fold["train"], scores, scores_path)
     else:
         result = sp.prune_fold(fold["train"], scores, args.score, args.rate, args.mode, groups=groups,
                                easy_end=args.easy_end, seed=args.seed, unscored=args.unscored)
@@ -140,8 +141,11 @@ def run_prune(args: argparse.Namespace) -> int:
     target = args.fold if args.replace else len(splits)
     print(sp.summary_table(result).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     action = f"replace fold {target}" if args.replace else f"append fold {target}"
+    removed = len(result.removed) / len(fold["train"])
+    rate = f"rate {removed:.3g}" + (f" (asked {args.rate:g})" if not args.keep_list and
+                                    abs(removed - args.rate) >= 1 / len(fold["train"]) else "")
     print(f"{action}: {len(result.train)} training cases (removed {len(result.removed)}, mode {args.mode}, "
-          f"rate {args.rate:g}, score {args.score}), {len(new_fold['val'])} validation cases unchanged")
+          f"{rate}, score {args.score}), {len(new_fold['val'])} validation cases unchanged")
     if args.dry_run:
         print("dry run: nothing written")
         return 0

@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..core.errors import DietError
+from ..core.atomic import check_output
+from ..core.errors import DietError, check_fraction
 from ..nnunet.schedules import EPOCHS, ITERATIONS
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hippocampus40"
@@ -79,14 +80,37 @@ def prepare(raw_src: Path, dataset_id: int, env: dict, logs: Path, configuration
     d = str(dataset_id)
     if not (Path(env["nnUNet_preprocessed"]) / name / "nnUNetPlans.json").is_file():
         plan_env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}  # planning fails with 0 workers
-        _step("plan and preprocess", [BIN / "nnUNetv2_plan_and_preprocess", "-d", d, "-c", configuration, "-np", "2",
-                                      "-npfp", "2"], plan_env, logs / "preprocess.log")
+        try:
+            _step("plan and preprocess (with nnU-Net's dataset integrity check)",
+                  [BIN / "nnUNetv2_plan_and_preprocess", "-d", d, "-c", configuration, "-np", "2", "-npfp", "2",
+                   "--verify_dataset_integrity"], plan_env, logs / "preprocess.log")
+        except DietError as exc:
+            from ..nnunet.raw import integrity_failure
+
+            failure = integrity_failure(logs / "preprocess.log")
+            raise DietError(f"{raw_src}: nnU-Net's dataset integrity check: {failure.replace(str(raw), str(raw_src))}"
+                            f"; see {logs / 'preprocess.log'}" if failure else str(exc)) from None
     _step("lite plans (small network and batch, same preprocessed data)",
           [BIN / "nnunet-diet", "lite-plans", "-d", d], env)
     return name
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every argument, before any work: the rate, the ids, the window, the output folder and the raw dataset
+    (dataset.json, images and labels in pairs, image and label of each case on one grid, naming the case)."""
+    from ..nnunet.raw import check_training_dataset
+
+    check_fraction(args.rate, "--rate")
+    if not 1 <= args.dataset_id <= 999:
+        raise DietError(f"--dataset-id must be in 1-999 (nnU-Net's DatasetXXX), got {args.dataset_id}")
+    if args.window < 1 or args.window > args.epochs:
+        raise DietError(f"--window must be in 1-{args.epochs} (--epochs), got {args.window}")
+    check_output(args.output, inputs=[args.raw], folder=True)
+    check_training_dataset(args.raw)
+
+
 def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     out = args.output.resolve()
     env = nnunet_env(out, NNUNET_DIET_WINDOW=str(args.window))
     logs = out / "logs"

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..core.atomic import atomic_write_text
+import numpy as np
+
+from ..core.atomic import atomic_write_text, check_output
 from ..core.errors import DietError, check_fraction
 
 
@@ -71,16 +73,20 @@ def run(args: argparse.Namespace) -> int:
         from ..report.segmentation import build_fold_report, locate_fold
 
         src = locate_fold(source, args.raw)
+        default = src.csv.parent / "report.html"
+        _check_outputs(args.output or default, args, src.csv)
+        _check_meddel_ids(meddel, src.table["id"].astype(str).to_numpy(), args.meddel, src.csv)
         rep, facts = build_fold_report(src, rate=args.rate, centres=args.centres, meddel=meddel,
                                        n_thumbs=args.thumbs, topk=args.topk, title=args.title)
-        default = src.csv.parent / "report.html"
     else:
         from ..report.classification import build_medmnist_report, locate_run
 
         src = locate_run(source, args.images)
+        default = source / "report.html" if source.is_dir() else Path.cwd() / f"{source.stem}.report.html"
+        _check_outputs(args.output or default, args, src.path)
+        _check_meddel_ids(meddel, src.store.ids.astype(str), args.meddel, src.path)
         rep, facts = build_medmnist_report(src, rate=args.rate, meddel=meddel, n_examples=2 * args.thumbs,
                                            topk=args.topk, title=args.title)
-        default = source / "report.html" if source.is_dir() else Path.cwd() / f"{source.stem}.report.html"
     out = args.output or default
     page = rep.html()
     atomic_write_text(out, page)
@@ -94,3 +100,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out} ({len(page.encode()) // 1024} KB, {rep.n_images} embedded images)")
     print(f"wrote {out.with_suffix('.md')}")
     return 0
+
+
+def _check_outputs(out: Path, args: argparse.Namespace, scores: Path) -> None:
+    """The HTML and the markdown beside it may replace none of the inputs."""
+    if out.suffix == ".md":
+        raise DietError(f"-o/--output {out}: the markdown is written beside the HTML; give the HTML's name (.html)")
+    inputs = [args.source, scores, args.meddel, args.images, args.centres]
+    check_output(out, inputs=inputs)
+    check_output(out.with_suffix(".md"), inputs=inputs, option=f"markdown beside {out}")
+
+
+def _check_meddel_ids(meddel, ids: np.ndarray, path: Path | None, scores: Path) -> None:
+    """A MedDEL keep table must be of this dataset: at least one of its ids is a case of the report."""
+    if meddel is not None and not np.isin(ids, meddel["id"].to_numpy()).any():
+        raise DietError(f"{path}: none of its {len(meddel)} ids is a case of {scores} (e.g. {meddel['id'].iloc[0]!r} "
+                        f"vs {ids[0]!r}): a keep table of another dataset?")

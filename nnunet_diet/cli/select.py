@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.atomic import atomic_write_text
+from ..core.atomic import atomic_write_text, check_output
 from ..core.errors import DietError
 from ..core.scores import SCORE_DIRECTIONS
 from ..core.selection import MODES, ccs, select
+from ..nnunet.splits import numeric_column
 
 METHODS = tuple(SCORE_DIRECTIONS) + ("random", "ccs")
 
@@ -43,12 +44,18 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise DietError(f"{path}: not a readable CSV ({exc})") from None
     if "id" not in table.columns:
         raise DietError(f"{path}: no 'id' column (columns: {', '.join(table.columns)})")
+    if table.empty:
+        raise DietError(f"{path}: no rows (only a header)")
+    if table["id"].isna().any():
+        raise DietError(f"{path}: blank id on line {int(np.flatnonzero(table['id'].isna().to_numpy())[0]) + 2}")
     if table["id"].duplicated().any():
         raise DietError(f"{path}: duplicate ids, e.g. {table['id'][table['id'].duplicated()].iloc[0]}")
     return table
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output:
+        check_output(args.output, inputs=[args.table])
     table = _read_table(args.table)
     method = args.method.lower()
     column = "aum" if method == "ccs" else method
@@ -60,12 +67,15 @@ def run(args: argparse.Namespace) -> int:
         if args.stratify not in table.columns:
             raise DietError(f"--stratify {args.stratify!r}: no such column in {args.table}")
         groups = table[args.stratify].astype(str).to_numpy()
-    if method == "ccs":
-        kept = ccs(table[column].to_numpy(float), args.keep, hard_prune=args.hard_prune, seed=args.seed)
-    else:
-        mode = args.mode or ("random" if method == "random" else SCORE_DIRECTIONS.get(method, "top"))
-        scores = None if method == "random" else table[column].to_numpy(float)
-        kept = select(scores, args.keep, mode, groups=groups, seed=args.seed, n=len(table))
+    scores = None if method == "random" else numeric_column(table, column, args.table)
+    try:
+        if method == "ccs":
+            kept = ccs(scores, args.keep, hard_prune=args.hard_prune, seed=args.seed)
+        else:
+            mode = args.mode or ("random" if method == "random" else SCORE_DIRECTIONS.get(method, "top"))
+            kept = select(scores, args.keep, mode, groups=groups, seed=args.seed, n=len(table))
+    except DietError as exc:
+        raise DietError(f"{args.table}, column {column!r}: {exc}") from None
     ids = table["id"].to_numpy()[np.sort(kept)]
     text = "\n".join(map(str, ids)) + "\n"
     if args.output:

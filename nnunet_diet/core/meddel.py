@@ -194,14 +194,14 @@ def dedup(
     _check_inputs(x, labels, np.asarray(centroids), visit, block)
     if not -1.0 <= eta <= 1.0:
         raise DietError(f"eta is a cosine similarity threshold in [-1, 1], got {eta}")
-    if epsilon is not None and epsilon < 0:
-        raise DietError(f"epsilon is a cosine distance in [0, 2] (or None: off), got {epsilon}")
     return _run(x, labels, centroids, float(eta), epsilon, visit, block, _plan(x, labels, centroids, epsilon, visit))
 
 
 def _plan(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray, epsilon: float | None,
           visit: str) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
     """eta-independent part: distances, and per cluster the surviving members in visit order."""
+    if epsilon is not None and not 0.0 <= epsilon <= 2.0:
+        raise DietError(f"epsilon is a cosine distance in [0, 2] (or None: off), got {epsilon}")
     distance = centroid_distances(x, labels, centroids)
     within = np.ones(len(x), bool) if epsilon is None else distance <= epsilon
     key = distance if visit == "closest" else -distance

@@ -24,10 +24,20 @@ def normdel(metric: float | np.ndarray, retained: float | np.ndarray, alpha: flo
     """
     m = np.asarray(metric, dtype=np.float64)
     r = np.asarray(retained, dtype=np.float64)
-    if not np.all(np.isfinite(m)) or np.any((m < 0) | (m > 1)):
-        raise DietError(f"metric must be in [0, 1] (divide percentages by 100), got {metric!r}")
-    if not np.all(np.isfinite(r)) or np.any((r <= 0) | (r > 1)):
-        raise DietError(f"retained fraction must be in (0, 1], got {retained!r}")
+    bad_m = ~np.isfinite(m) | (m < 0) | (m > 1)
+    if bad_m.any():
+        raise DietError(f"metric must be in [0, 1] (divide percentages by 100), got {_first(m, bad_m)}")
+    bad_r = ~np.isfinite(r) | (r <= 0) | (r > 1)
+    if bad_r.any():
+        raise DietError(f"retained fraction must be in (0, 1], got {_first(r, bad_r)}")
     if not np.isfinite(alpha) or alpha < 0:
         raise DietError(f"alpha must be >= 0, got {alpha!r}")
     return 1.0 / (1.0 + np.exp(-(m * np.exp(-alpha * r))))
+
+
+def _first(values: np.ndarray, bad: np.ndarray) -> str:
+    """The first offending value, with its row when ``values`` is an array."""
+    if values.ndim == 0:
+        return f"{float(values):g}"
+    i = int(np.flatnonzero(bad.reshape(-1))[0])
+    return f"{float(values.reshape(-1)[i]):g} (value {i + 1})"

@@ -116,32 +116,41 @@ def select(
         bad[:] = False
     forced = np.flatnonzero(bad) if nan_policy == "keep" else np.empty(0, np.int64)
     ranked = np.flatnonzero(~bad)
-    budget -= len(forced)
     if groups is None:
         group_rows = [ranked]
-        quotas = np.array([budget])
+        quotas = np.array([budget - len(forced)])
     else:
         g = np.asarray(groups).astype(str)
         if g.shape != (total,):
             raise DietError(f"{g.shape[0] if g.ndim else 0} group labels for {total} samples")
-        labels = np.unique(g[ranked])
+        # each group's share of the whole budget; the unscored samples it keeps count against its own share
+        # (unscored samples that are removed take no share: the groups divide the budget by scored samples)
+        labels, sizes = np.unique(g if nan_policy == "keep" else g[ranked], return_counts=True)
+        share = _apportion(sizes, budget)
         group_rows = [ranked[g[ranked] == lab] for lab in labels]
-        quotas = _apportion(np.array([len(r) for r in group_rows]), budget)
+        quotas = share - np.array([np.sum(g[forced] == lab) for lab in labels])
+        if (quotas < 0).any():
+            i = int(np.flatnonzero(quotas < 0)[0])
+            raise DietError(f"group {labels[i]!r}: its {share[i] - quotas[i]} unscored samples exceed its share of "
+                            f"{share[i]} kept samples")
     rng = np.random.default_rng(seed)
     kept = [forced] + [rows[_rank_keep(s[rows], int(q), mode, rng)] for rows, q in zip(group_rows, quotas)]
     return np.sort(np.concatenate(kept))
 
 
-def regions(scores: np.ndarray, rate: float = 0.4) -> np.ndarray:
-    """Data-map regions for a pruning rate q: ``hard`` (lowest q/2), ``easy`` (highest q/2), else
+def regions(scores: np.ndarray, rate: float = 0.4, unscored: str = "keep") -> np.ndarray:
+    """Data-map regions for a pruning rate q: ``hard`` (the low tail), ``easy`` (the high tail), else
     ``ambiguous``: exactly the tails that DAD's keep-ambiguous pruning at rate q removes
-    (``select(scores, 1 - q, "middle")``). Unscored samples get ``unscored``.
+    (``select(scores, 1 - q, "middle", nan_policy=unscored)``, where unscored samples kept count in the
+    budget, so the tails grow). Unscored samples get ``unscored``.
     """
     s = _check_scores(scores, None)
     out = np.full(len(s), "unscored", dtype=object)
     ok = np.flatnonzero(np.isfinite(s))
     if len(ok):
-        low, high = _tails(len(ok), n_kept(len(ok), 1 - check_fraction(rate, "rate")))
+        forced = len(s) - len(ok) if unscored == "keep" else 0
+        k = max(n_kept(len(s), 1 - check_fraction(rate, "rate")) - forced, 0)
+        low, high = _tails(len(ok), min(k, len(ok)))
         ascending = ok[np.argsort(s[ok], kind="stable")]
         out[ascending] = "ambiguous"
         out[ascending[:low]] = "hard"

@@ -27,6 +27,8 @@ __all__ = ["DynamicsStore"]
 _FORMAT = "nnunet-diet-dynamics/1"
 _DTYPES = {"float32": np.float32, "float16": np.float16}
 _CONFLICTS = ("error", "mean", "last")
+# series whose values are fractions: Dice scores, a probability, a 0/1 flag
+_UNIT_INTERVAL = ("dice", "dice_exact", "p_true", "correct")
 
 
 def _as_ids(ids: Iterable) -> np.ndarray:
@@ -325,10 +327,31 @@ class DynamicsStore:
         shapes = {a.shape for a in data}
         if len(shapes) > 1 or any(a.ndim != 2 or a.shape[0] != len(ids) for a in data):
             raise DietError(f"{path}: series shapes {sorted(shapes)} do not match {len(ids)} ids")
+        for name, arr in zip(names, data):
+            _check_values(path, name, arr, ids)
         n_epochs = data[0].shape[1] if data else 0
         dtype = "float16" if data and all(a.dtype == np.float16 for a in data) else "float32"
-        store = cls(ids, names, groups=groups, dtype=dtype, metadata=metadata, capacity=max(n_epochs, 1))
+        try:
+            store = cls(ids, names, groups=groups, dtype=dtype, metadata=metadata, capacity=max(n_epochs, 1))
+        except DietError as exc:
+            raise DietError(f"{path}: {exc}") from None
         for name, arr in zip(names, data):
             store._data[name][:, :n_epochs] = arr
         store._n_epochs = n_epochs
         return store
+
+
+def _check_values(path: Path, name: str, values: np.ndarray, ids: np.ndarray, block: int = 65536) -> None:
+    """A recorded value is a finite number (NaN marks "not seen"); Dice, probabilities and 0/1 flags lie in
+    [0, 1]. Checked in row blocks, so a large store needs no second copy."""
+    if values.dtype.kind != "f":
+        raise DietError(f"{path}: series {name!r} holds {values.dtype} values, not floats")
+    low, high = (0.0, 1.0) if name in _UNIT_INTERVAL else (-np.inf, np.inf)
+    for start in range(0, len(values), block):
+        part = values[start : start + block]
+        bad = np.isinf(part) | (part < low) | (part > high)
+        if bad.any():
+            r, e = np.argwhere(bad)[0]
+            rule = "finite" if np.isinf(part[r, e]) else "in [0, 1]"
+            raise DietError(f"{path}: series {name!r} holds values that are not {rule}, e.g. "
+                            f"{float(part[r, e])} for sample {ids[start + r]!s} at epoch {e}")

@@ -41,8 +41,10 @@ def _fit(sample: np.ndarray, k: int, seed: int, iterations: int, backend: str) -
     if backend == "faiss":
         import faiss
 
+        # min_points_per_centroid=1: faiss would print (from C++, to stderr) a warning for every small
+        # cluster count; MedDEL asks for K = sqrt(N) clusters of a few points each on purpose
         km = faiss.Kmeans(sample.shape[1], k, niter=iterations, seed=seed, spherical=True,
-                          max_points_per_centroid=len(sample))
+                          max_points_per_centroid=len(sample), min_points_per_centroid=1)
         km.train(np.ascontiguousarray(sample, dtype=np.float32))
         return km.centroids
     from sklearn.cluster import KMeans

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..core.errors import DietError
-from .store import merge_shards, write_shard
+from .store import finished, merge_shards, write_shard
 
 __all__ = ["rank_and_world", "embed"]
 
@@ -33,13 +33,16 @@ def embed(source, encoder: Callable, out: str | Path, *, batch_size: int = 64, d
     """Embed ``source`` (ids + ``load(row)``) with ``encoder`` into the folder ``out``.
 
     Returns the merged folder on rank 0 and None on the other ranks. On CPU each rank uses
-    ``cpu_count // world`` torch threads.
+    ``cpu_count // world`` torch threads. A folder that already holds this embedding is left as it is
+    (unless ``resume`` is False); one of other images or settings is refused.
     """
     rank, world = rank_and_world()
     out = Path(out)
     if world > 1 and not torch.cuda.is_available():
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     signature = dict(encoder.signature, ids=len(source.ids))
+    if finished(out, source.ids, signature, dtype) and resume:
+        return out
 
     def encode(rows: np.ndarray) -> np.ndarray:
         return encoder([source.load(int(r)) for r in rows])

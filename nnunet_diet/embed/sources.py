@@ -3,7 +3,6 @@ preprocessed configuration folder. A source has ``ids`` and ``load(row) -> C x s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -53,16 +52,11 @@ class RawImages:
 
     def __init__(self, folder: str | Path) -> None:
         from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
-        from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+
+        from ..nnunet.raw import raw_cases
 
         self.folder = Path(folder)
-        meta_path = self.folder / "dataset.json"
-        if not meta_path.is_file():
-            raise DietError(f"{meta_path}: missing; is {self.folder} an nnU-Net raw dataset folder?")
-        meta = json.loads(meta_path.read_text())
-        cases = get_filenames_of_train_images_and_targets(str(self.folder), meta)
-        if not cases:
-            raise DietError(f"{self.folder / 'imagesTr'}: no images ending in {meta.get('file_ending')}")
+        meta, cases = raw_cases(self.folder, need_labels=False)
         self.ids = sorted(cases)
         self._files = [cases[i]["images"] for i in self.ids]
         self._reader = determine_reader_writer_from_dataset_json(meta, self._files[0][0], verbose=False)()
@@ -82,7 +76,11 @@ class PreprocessedImages:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise DietError(f"{self.folder}: no preprocessed data folder")
-        cls = infer_dataset_class(str(self.folder))
+        try:
+            cls = infer_dataset_class(str(self.folder))
+        except (AssertionError, KeyError):  # nnU-Net asserts one kind of case file (.b2nd or .npz)
+            raise DietError(f"{self.folder}: no preprocessed cases (nnU-Net's .b2nd or .npz files, of one kind)") \
+                from None
         self.ids = sorted(cls.get_identifiers(str(self.folder)))
         if not self.ids:
             raise DietError(f"{self.folder}: no preprocessed cases")

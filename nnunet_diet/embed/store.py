@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ..core.atomic import atomic_open, atomic_write_text
 from ..core.errors import DietError
 
-__all__ = ["DTYPES", "Embeddings", "write_shard", "merge_shards", "load_embeddings"]
+__all__ = ["DTYPES", "Embeddings", "finished", "write_shard", "merge_shards", "load_embeddings"]
 
 DTYPES = ("float16", "float32")
 MATRIX, IDS, META, SHARDS = "embeddings.npy", "ids.txt", "meta.json", "shards"
@@ -42,6 +42,31 @@ class Embeddings:
     ids: np.ndarray
     vectors: np.ndarray
     meta: dict
+
+
+def finished(out: Path, ids: Sequence[str], signature: dict, dtype: str) -> bool:
+    """True when ``out`` already holds the merged embedding of ``ids`` with these settings. A finished
+    embedding of other images or other settings is refused: nothing of it is overwritten."""
+    meta_path = out / META
+    if not meta_path.is_file():
+        return False
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise DietError(f"{meta_path}: not JSON, so not an embedding of nnunet-diet; use another output folder") \
+            from None
+    old = {k: v for k, v in meta.items() if k not in ("n", "d", "dtype", "world_size")}
+    new = json.loads(json.dumps(dict(signature)))
+    if old != new or meta.get("dtype") != dtype:
+        diff = sorted(k for k in {*old, *new} if old.get(k) != new.get(k)) + (["dtype"] if meta.get("dtype") != dtype
+                                                                             else [])
+        raise DietError(f"{out}: holds a finished embedding with other settings ({', '.join(diff)} differ); use "
+                        "another output folder, or delete this one to replace it")
+    old_ids = (out / IDS).read_text().split("\n")[:-1] if (out / IDS).is_file() else None
+    if old_ids != [str(i) for i in ids]:
+        raise DietError(f"{out}: holds a finished embedding of other images ({IDS} lists other ids); use another "
+                        "output folder, or delete this one to replace it")
+    return (out / MATRIX).is_file()
 
 
 def _shard_paths(out: Path, rank: int, world: int) -> tuple[Path, Path]:

@@ -27,7 +27,8 @@ def run_meddel(emb: Embeddings, *, fraction: float | None = None, eta: float | N
     d = emb.meta.get("d")
     if d is not None and d != x.shape[1]:
         raise DietError(f"{emb.path}: meta.json says {d}-d embeddings, the matrix has {x.shape[1]} columns")
-    labels, centroids = kmeans(x, clusters or default_clusters(len(x)), seed=seed, backend=backend)
+    labels, centroids = kmeans(x, default_clusters(len(x)) if clusters is None else clusters, seed=seed,
+                               backend=backend)
     common = dict(epsilon=epsilon, visit=visit, block=block)
     if fraction is not None:
         return dedup_to_fraction(x, labels, centroids, fraction, tolerance=tolerance, **common)

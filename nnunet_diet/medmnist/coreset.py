@@ -57,7 +57,7 @@ def keep_list_coreset(path: Path, n_train: int, seed: int = 0) -> Coreset:
         raise DietError(f"{path}: id {outside[0]} is not a training row (the run has rows 0-{n_train - 1})")
     if len(rows) != n_train:
         raise DietError(f"{path}: lists {len(rows)} of the run's {n_train} training rows; a keep list names every row")
-    keep = keep_flags(table["keep"])
+    keep = keep_flags(table["keep"], path)
     if not keep.any():
         raise DietError(f"{path}: keeps no sample")
     return Coreset(f"keep-{Path(path).stem}", float(keep.mean()), seed, np.sort(rows[keep]))

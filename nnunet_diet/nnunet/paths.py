@@ -23,8 +23,11 @@ def dataset_name(dataset: str | int) -> str:
 
     try:
         return maybe_convert_to_dataset_name(str(dataset))
-    except (RuntimeError, ValueError) as exc:
-        raise DietError(f"unknown dataset {dataset!r}: {exc}") from None
+    except (RuntimeError, ValueError):  # nnU-Net's message spans five lines and lists the folders
+        folders = ", ".join(f"{k}={os.environ.get(k) or '(unset)'}" for k in ("nnUNet_raw", "nnUNet_preprocessed",
+                                                                           "nnUNet_results"))
+        raise DietError(f"unknown dataset {dataset!r}: nnU-Net finds no dataset with this id or name in "
+                        f"{folders}") from None
 
 
 def preprocessed_folder(dataset: str | int) -> Path:

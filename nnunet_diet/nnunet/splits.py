@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
-import time
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..core.atomic import atomic_write_text
+from ..core.atomic import atomic_write_text, backup
 from ..core.errors import DietError, check_fraction
 from ..core.selection import select
 
@@ -51,6 +50,8 @@ def load_or_create_splits(preprocessed: Path, identifiers: list[str]) -> tuple[l
     path = preprocessed / SPLITS_FILE
     if path.is_file():
         return read_splits(path), False
+    if path.exists():
+        raise DietError(f"{path}: is not a file (a folder?); nnU-Net's split file must be a JSON file")
     from nnunetv2.utilities.crossval_split import generate_crossval_split
 
     if len(identifiers) < 5:
@@ -61,16 +62,11 @@ def load_or_create_splits(preprocessed: Path, identifiers: list[str]) -> tuple[l
 
 def write_splits(path: Path, splits: list[dict]) -> Path | None:
     """Write atomically; an existing file is first copied to ``<name>.<timestamp>.bak``. Returns the backup."""
-    backup = None
-    if path.is_file():
-        backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
-        n = 1
-        while backup.exists():
-            backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}-{n}.bak")
-            n += 1
-        shutil.copy2(path, backup)
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise DietError(f"{path.parent}: read-only folder, cannot write {path.name} (nothing written)")
+    copy = backup(path)
     atomic_write_text(path, json.dumps(splits, indent=4))
-    return backup
+    return copy
 
 
 def read_scores(path: Path, column: str) -> pd.DataFrame:
@@ -90,7 +86,24 @@ def read_scores(path: Path, column: str) -> pd.DataFrame:
         raise DietError(f"{path}: duplicate ids, e.g. {dup.iloc[0]}")
     if column != "random" and column not in table.columns:
         raise DietError(f"{path}: no score column {column!r} (columns: {', '.join(table.columns)})")
+    if table.empty:
+        raise DietError(f"{path}: no rows (only a header)")
+    if column not in ("random", "keep"):
+        table[column] = numeric_column(table, column, path)
     return table
+
+
+def numeric_column(table: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    """``table[column]`` as floats (blank = NaN, the mark of an unscored case); text or +-inf is an error
+    naming the file, the column and the first bad row."""
+    values = pd.to_numeric(table[column], errors="coerce").to_numpy(float)
+    text = np.isnan(values) & table[column].notna().to_numpy()
+    bad = text | np.isinf(values)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DietError(f"{path}: column {column!r} must hold numbers (blank for none), got "
+                        f"{table[column].iloc[row]!r} on line {row + 2}")
+    return values
 
 
 @dataclass
@@ -139,24 +152,38 @@ def prune_fold(train: list[str], scores: pd.DataFrame, column: str, rate: float,
                       nan_policy="raise" if unscored == "error" else unscored)
     kept = np.zeros(len(train), bool)
     kept[kept_idx] = True
+    if not kept.any():
+        raise DietError(f"no training case left: all {len(train)} have no {column} value and unscored cases are "
+                        "removed (--unscored remove); use --unscored keep or score them")
     table = pd.DataFrame({"id": train, "group": groups if groups is not None else "all",
                           "score": values if values is not None else np.nan, "kept": kept})
     return PruneResult([i for i, k in zip(train, kept) if k], [i for i, k in zip(train, kept) if not k], table)
 
 
-def keep_flags(values: pd.Series) -> np.ndarray:
-    """A keep table's ``keep`` column as booleans: 1 / true (any case) / 1.0 keep, anything else removes."""
-    return values.astype(str).str.lower().isin(["1", "true", "1.0"]).to_numpy()
+KEEP_VALUES = {"1": True, "0": False, "1.0": True, "0.0": False, "true": True, "false": False, "yes": True,
+               "no": False}
 
 
-def keep_fold(train: list[str], keep: pd.DataFrame) -> PruneResult:
+def keep_flags(values: pd.Series, path: Path | str) -> np.ndarray:
+    """A keep table's ``keep`` column as booleans: 1 / 0, true / false, yes / no (any case); anything else
+    (``2``, blank, text) is an error naming ``path`` and the row."""
+    keep = values.astype(str).str.strip().str.lower().map(KEEP_VALUES)
+    if keep.isna().any():
+        row = int(np.flatnonzero(keep.isna().to_numpy())[0])
+        raise DietError(f"{path}: keep must be 1/0, true/false or yes/no, got {values.iloc[row]!r} on line {row + 2}")
+    return keep.to_numpy(bool)
+
+
+def keep_fold(train: list[str], keep: pd.DataFrame, path: Path | str = "keep list") -> PruneResult:
     """Keep exactly the training cases whose ``keep`` value is 1 / true in a keep table (e.g. from
-    ``nnunet-diet meddel``); every training case must be listed."""
-    by_id = keep.set_index("id")["keep"]
-    missing = [i for i in train if i not in by_id.index]
+    ``nnunet-diet meddel``); every training case must be listed, and at least one kept."""
+    flags = pd.Series(keep_flags(keep["keep"], path), index=keep["id"])
+    missing = [i for i in train if i not in flags.index]
     if missing:
-        raise DietError(f"{len(missing)} training case(s) are not in the keep list, e.g. {missing[0]}")
-    kept = keep_flags(by_id.loc[train])
+        raise DietError(f"{path}: {len(missing)} training case(s) are not in the keep list, e.g. {missing[0]}")
+    kept = flags.loc[train].to_numpy(bool)
+    if not kept.any():
+        raise DietError(f"{path}: keeps none of the fold's {len(train)} training cases")
     table = pd.DataFrame({"id": train, "group": "all", "score": kept.astype(float), "kept": kept})
     return PruneResult([i for i, k in zip(train, kept) if k], [i for i, k in zip(train, kept) if not k], table)
 

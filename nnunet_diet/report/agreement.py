@@ -85,11 +85,11 @@ def read_meddel(path: Path) -> pd.DataFrame:
     missing = [c for c in ("id", "keep") if c not in table.columns]
     if missing:
         raise DietError(f"{path}: missing column(s) {', '.join(missing)} (a MedDEL keep table has id, keep, ...)")
-    keep = table["keep"].astype(str).str.strip().str.lower().map(
-        {"1": True, "0": False, "true": True, "false": False, "1.0": True, "0.0": False, "yes": True, "no": False})
-    if keep.isna().any():
-        row = int(np.flatnonzero(keep.isna())[0])
-        raise DietError(f"{path}: keep must be 1/0 or true/false, got {table['keep'].iloc[row]!r} in row {row + 2}")
+    if table.empty:
+        raise DietError(f"{path}: no rows (only a header)")
+    from ..nnunet.splits import keep_flags
+
+    keep = keep_flags(table["keep"], path)
     return pd.DataFrame({"id": table["id"].astype(str), "keep": keep.astype(bool)})
 
 
