@@ -23,6 +23,7 @@ import torch
 
 from ..core.atomic import atomic_open
 from ..core.errors import DietError
+from .encoders import _device
 from .run import rank_and_world
 from .selfsup import BadImage, augment, build_model, features, mae_loss, nt_xent, prepare
 from .sslconfig import SSLConfig, architecture
@@ -32,10 +33,6 @@ __all__ = ["CHECKPOINT", "pretrain", "SelfSupervisedEncoder"]
 CHECKPOINT = "encoder.pt"
 _FORMAT = "nnunet-diet-ssl-1"
 _WARMUP = 0.05  # share of the steps with a linear learning-rate warm-up, then cosine decay to 0
-
-
-def _device(device: str | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _load(path: Path) -> dict:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import DietError
+from .encoders import _zscore
 
 __all__ = ["build_model", "prepare", "features", "mae_loss", "nt_xent", "augment", "BadImage"]
 
@@ -84,12 +85,6 @@ def prepare(image: np.ndarray, arch: dict) -> torch.Tensor:
     else:
         t = F.interpolate(t, size=size, mode={2: "bilinear", 3: "trilinear"}[dims], align_corners=False)
     return _zscore(t)
-
-
-def _zscore(x: torch.Tensor) -> torch.Tensor:
-    flat = x.reshape(len(x), -1)
-    std = flat.std(dim=1, keepdim=True)
-    return ((flat - flat.mean(dim=1, keepdim=True)) / torch.where(std > 0, std, 1.0)).reshape(x.shape)
 
 
 def features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -152,9 +147,11 @@ def _rotation(gen: torch.Generator, b: int, d: int, degrees: float) -> torch.Ten
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """One SimCLR view of a batch (B x C x spatial, z-scored), random per image: a crop of 55-100 % of
     each side (aspect jitter +-15 %) anywhere inside the image, zoomed back to full size, rotated by up to
-    15 degrees, flipped along each axis with probability 1/2; then contrast x0.7-1.3, brightness +-0.3,
-    a 3-wide box blur mixed in (half the images) and Gaussian noise (sigma up to 0.1); z-scored again."""
-    b, d = len(x), x.ndim - 2
+    15 degrees, flipped along each axis with probability 1/2; then a gamma of exp(+-0.4) on the
+    min-max-scaled image (a non-linear intensity change, which per-image z-scoring does not undo), colour
+    images a gain of x0.8-1.2 per channel and greyscale with probability 0.2, a 3-wide box blur mixed in
+    (half the images) and Gaussian noise (sigma up to 0.1 of the image's std); z-scored again."""
+    b, c, d = len(x), x.shape[1], x.ndim - 2
     side = _uniform(gen, (b, 1), 0.55, 1.0) * torch.exp(_uniform(gen, (b, d), -0.15, 0.15))
     side = side.clamp(max=1.0)
     flips = torch.where(torch.rand(b, d, generator=gen) < 0.5, -1.0, 1.0)
@@ -164,9 +161,14 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     y = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     shape = (b, *([1] * (d + 1)))
-    y = y * _uniform(gen, shape, 0.7, 1.3).to(y) + _uniform(gen, shape, -0.3, 0.3).to(y)
+    flat = y.reshape(b, -1)
+    low, high = flat.min(dim=1).values.reshape(shape), flat.max(dim=1).values.reshape(shape)
+    y = ((y - low) / (high - low).clamp(min=1e-6)) ** torch.exp(_uniform(gen, shape, -0.4, 0.4)).to(y)
+    if c > 1:
+        y = y * _uniform(gen, (b, c, *([1] * d)), 0.8, 1.2).to(y)
+        grey = (torch.rand(shape, generator=gen) < 0.2).to(y)
+        y = y + grey * (y.mean(dim=1, keepdim=True) - y)
     pool = F.avg_pool2d if d == 2 else F.avg_pool3d
     mix = _uniform(gen, shape, 0.0, 1.0) * (torch.rand(shape, generator=gen) < 0.5)
-    y = y + mix.to(y) * (pool(y, 3, stride=1, padding=1, count_include_pad=False) - y)
-    noise = torch.randn(y.shape, generator=gen) * _uniform(gen, shape, 0.0, 0.1)
-    return _zscore(y + noise.to(y))
+    y = _zscore(y + mix.to(y) * (pool(y, 3, stride=1, padding=1, count_include_pad=False) - y))
+    return _zscore(y + torch.randn(y.shape, generator=gen).to(y) * _uniform(gen, shape, 0.0, 0.1).to(y))
