@@ -71,6 +71,10 @@ def architecture(config: SSLConfig, in_channels: int, spatial_shape: Sequence[in
     step = arch.get("patch", 8)
     arch["size"] = config.size or min(preset[f"size{spatial_dims}"], step * math.ceil(max(spatial_shape) / step))
     if config.objective == "mae":
+        if spatial_dims == 3:  # MONAI's 3D sin-cos position embedding needs widths divisible by 6 (and the heads)
+            for width, heads in (("hidden_size", "num_heads"), ("decoder_hidden_size", "decoder_num_heads")):
+                unit = math.lcm(6, arch[heads])
+                arch[width] = unit * math.ceil(arch[width] / unit)
         if arch["size"] % arch["patch"]:
             raise DietError(f"size {arch['size']} is not a multiple of the patch size {arch['patch']}")
     elif arch["size"] < 16:
