@@ -8,7 +8,7 @@ the encoder is trained on the dataset itself (as the paper pretrains on medical 
   per-patch normalised image (the MAE paper's ``norm_pix_loss``). Embedding: the encoder on all patches
   (no masking), after its final LayerNorm, **mean over the patch tokens** (class token excluded).
 - ``contrastive``: SimCLR (Chen et al. 2020): two augmented views of each image (zoomed / shifted crop,
-  small rotation, flips, brightness / contrast, blur, noise), NT-Xent loss (Eq. 1 of SimCLR) on a
+  small rotation, flips, gamma, colour gains, greyscale, blur, noise), NT-Xent loss (Eq. 1 of SimCLR) on a
   2-layer projection head. Backbone: MONAI's :class:`~monai.networks.nets.ResNet`; embedding: its
   **global-average-pooled last stage** (the projection head is discarded, as in SimCLR).
 
