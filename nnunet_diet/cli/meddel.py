@@ -14,8 +14,9 @@ from ..core.errors import DietError
 from ..core.meddel import VISITS
 from ..core.normdel import normdel
 from ..embed.cluster import BACKENDS
+from ..embed.sslconfig import OBJECTIVES, PRESETS, SSLConfig
 
-SOURCES = ("intensities", "nnunet", "medmnist", "torch")
+SOURCES = ("intensities", "nnunet", "medmnist", "torch", "mae", "contrastive")
 
 
 def _epsilon(value: str) -> float | None:
@@ -38,17 +39,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--raw", type=Path, help="nnU-Net raw dataset folder (dataset.json, imagesTr)")
     g.add_argument("--preprocessed", type=Path, help="nnU-Net preprocessed configuration folder "
                    "(<nnUNet_preprocessed>/<dataset>/<data_identifier>)")
+    g.add_argument("--images", type=Path, help="folder of PNG / JPEG / TIFF images (ids: relative paths)")
     p.add_argument("--split", default="train", help="split of --npz (default train)")
     p.add_argument("--source", choices=SOURCES, default="intensities",
                    help="intensities (training-free, default), nnunet (trained model folder), medmnist (EVA "
-                        "harness run folder), torch (TorchScript / saved module file)")
-    p.add_argument("--model", type=Path, help="model folder / run folder / module file for the chosen source")
+                        "harness run folder), torch (TorchScript / saved module file), contrastive / mae (a "
+                        "self-supervised encoder trained on these images, saved as OUT/encoder.pt)")
+    p.add_argument("--model", type=Path, help="model folder / run folder / module file for the chosen source; "
+                   "contrastive / mae: an encoder.pt to reuse instead of training")
     p.add_argument("--grid", type=int, default=16, help="intensities: samples per spatial axis (default 16)")
     p.add_argument("--fold", type=_fold, default=0, help="nnunet: fold of the model (default 0)")
     p.add_argument("--checkpoint", default="checkpoint_final.pth", help="nnunet: checkpoint file name")
     p.add_argument("--weights", choices=("final", "best"), default="final", help="medmnist: which model")
     p.add_argument("--size", type=int, nargs="+", default=[224, 224], help="torch: input size (default 224 224)")
     p.add_argument("--channels", type=int, default=3, help="torch: input channels (grey is repeated; default 3)")
+    s = p.add_argument_group("contrastive / mae training (see docs/meddel.md)")
+    s.add_argument("--preset", choices=PRESETS, default="small", help="small (CPU, default) or base (GPU: ViT-B "
+                   "768-d for mae, ResNet-18 widths for contrastive)")
+    s.add_argument("--epochs", type=int, default=SSLConfig.epochs, help=f"default {SSLConfig.epochs}")
+    s.add_argument("--train-batch-size", type=int, default=SSLConfig.batch_size,
+                   help=f"default {SSLConfig.batch_size}")
+    s.add_argument("--lr", type=float, default=SSLConfig.lr, help=f"AdamW peak learning rate (default {SSLConfig.lr})")
+    s.add_argument("--input-size", type=int, default=None, help="side images are resized to (default: the "
+                   "preset's, 64 in 2D / 32 in 3D for small, capped at the images' own size)")
+    s.add_argument("--patch", type=int, default=None, help="mae: patch side (default 8 small, 16 base)")
+    s.add_argument("--max-train-images", type=int, default=SSLConfig.max_images,
+                   help=f"train on a seeded sample of at most this many images (default {SSLConfig.max_images})")
+    s.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
@@ -91,16 +108,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _source(args: argparse.Namespace):
-    from ..embed.sources import NpzImages, PreprocessedImages, RawImages
+    from ..embed.sources import ImageFolder, NpzImages, PreprocessedImages, RawImages
 
     if args.npz:
         return NpzImages(args.npz, args.split)
+    if args.images:
+        return ImageFolder(args.images)
     return RawImages(args.raw) if args.raw else PreprocessedImages(args.preprocessed)
 
 
-def _encoder(args: argparse.Namespace):
+def _self_supervised(args: argparse.Namespace, source):
+    from ..embed.pretrain import SelfSupervisedEncoder, pretrain
+
+    if args.model is None:
+        config = SSLConfig(objective=args.source, preset=args.preset, size=args.input_size, patch=args.patch,
+                           epochs=args.epochs, batch_size=args.train_batch_size, lr=args.lr, seed=args.seed,
+                           max_images=args.max_train_images)
+        path = pretrain(source, args.output, config, device=args.device, resume=args.resume, progress=args.progress)
+    else:
+        path = args.model
+    encoder = SelfSupervisedEncoder(path, args.device, args.batch_size)
+    if encoder.arch["objective"] != args.source:
+        raise DietError(f"{path}: a {encoder.arch['objective']} encoder, not {args.source}")
+    encoder.check(source.load(0), source.where(0))
+    return encoder
+
+
+def _encoder(args: argparse.Namespace, source):
     from ..embed import encoders
 
+    if args.source in OBJECTIVES:
+        return _self_supervised(args, source)
     if args.source == "intensities":
         return encoders.IntensityEncoder(args.grid)
     if args.model is None:
@@ -115,8 +153,9 @@ def _encoder(args: argparse.Namespace):
 def run_embed(args: argparse.Namespace) -> int:
     from ..embed.run import embed
 
-    check_output(args.output, inputs=[args.npz, args.raw, args.preprocessed], folder=True)
-    out = embed(_source(args), _encoder(args), args.output, batch_size=args.batch_size, dtype=args.dtype,
+    check_output(args.output, inputs=[args.npz, args.raw, args.preprocessed, args.images], folder=True)
+    source = _source(args)
+    out = embed(source, _encoder(args, source), args.output, batch_size=args.batch_size, dtype=args.dtype,
                 resume=args.resume, progress=args.progress)
     if out is not None:
         print(f"wrote {out / 'embeddings.npy'}")

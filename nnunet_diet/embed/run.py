@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..core.errors import DietError
+from .selfsup import BadImage
 from .store import finished, merge_shards, write_shard
 
 __all__ = ["rank_and_world", "embed"]
@@ -45,7 +46,11 @@ def embed(source, encoder: Callable, out: str | Path, *, batch_size: int = 64, d
         return out
 
     def encode(rows: np.ndarray) -> np.ndarray:
-        return encoder([source.load(int(r)) for r in rows])
+        try:
+            return encoder([source.load(int(r)) for r in rows])
+        except BadImage as exc:  # name the file of the image the encoder refused
+            where = source.where(int(rows[exc.index])) if hasattr(source, "where") else f"row {rows[exc.index]}"
+            raise DietError(f"{where}: {exc}") from None
 
     write_shard(out, len(source.ids), encode, signature, rank=rank, world=world, batch_size=batch_size,
                 dtype=dtype, resume=resume, progress=progress)

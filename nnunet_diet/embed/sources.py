@@ -1,5 +1,6 @@
-"""Where the images come from: a MedMNIST ``.npz`` split, an nnU-Net raw dataset folder, or an nnU-Net
-preprocessed configuration folder. A source has ``ids`` and ``load(row) -> C x spatial float32``."""
+"""Where the images come from: a MedMNIST ``.npz`` split, an nnU-Net raw dataset folder, an nnU-Net
+preprocessed configuration folder, or a folder of PNG / JPEG / TIFF files. A source has ``ids``,
+``load(row) -> C x spatial float32`` and ``where(row)`` (the file, for error messages)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import numpy as np
 
 from ..core.errors import DietError
 
-__all__ = ["NpzImages", "RawImages", "PreprocessedImages"]
+__all__ = ["NpzImages", "RawImages", "PreprocessedImages", "ImageFolder", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 class NpzImages:
@@ -45,6 +48,9 @@ class NpzImages:
     def load(self, row: int) -> np.ndarray:
         return self.images[row].astype(np.float32)
 
+    def where(self, row: int) -> str:
+        return f"{self.path} (row {row})"
+
 
 class RawImages:
     """An nnU-Net raw dataset folder (``dataset.json``, ``imagesTr/<case>_<channel><file_ending>``),
@@ -64,6 +70,9 @@ class RawImages:
     def load(self, row: int) -> np.ndarray:
         data, _ = self._reader.read_images(self._files[row])
         return np.asarray(data, dtype=np.float32)
+
+    def where(self, row: int) -> str:
+        return str(self._files[row][0])
 
 
 class PreprocessedImages:
@@ -89,3 +98,46 @@ class PreprocessedImages:
     def load(self, row: int) -> np.ndarray:
         data = self._dataset.load_case(self.ids[row])[0]
         return np.asarray(data[:], dtype=np.float32)
+
+    def where(self, row: int) -> str:
+        return str(self.folder / self.ids[row])
+
+
+class ImageFolder:
+    """Every PNG / JPEG / TIFF / BMP file under ``folder`` (recursively, sorted), read with Pillow; ids are
+    the paths relative to the folder. Grey images give 1 channel, colour ones 3 (alpha and palettes are
+    converted to RGB); every image must have the channel count of the first (mixed grey and colour
+    files are an error naming the file). 16-bit and float images keep their values."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise DietError(f"{self.folder}: no such image folder")
+        self._files = sorted(p for p in self.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not self._files:
+            raise DietError(f"{self.folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+        self.ids = [p.relative_to(self.folder).as_posix() for p in self._files]
+        self.channels = self._read(0).shape[0]
+
+    def _read(self, row: int) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        path = self._files[row]
+        try:
+            with Image.open(path) as im:
+                if im.mode not in ("L", "I", "I;16", "F", "RGB"):
+                    im = im.convert("L" if im.mode in ("1", "LA") else "RGB")
+                data = np.asarray(im, dtype=np.float32)
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DietError(f"{path}: not a readable image ({exc})") from None
+        return data[None] if data.ndim == 2 else np.moveaxis(data, -1, 0)
+
+    def load(self, row: int) -> np.ndarray:
+        data = self._read(row)
+        if data.shape[0] != self.channels:
+            raise DietError(f"{self._files[row]}: {data.shape[0]} channel(s), but {self._files[0].name} has "
+                            f"{self.channels}; convert the folder to one channel count")
+        return data
+
+    def where(self, row: int) -> str:
+        return str(self._files[row])
