@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from ..core.errors import DietError
 
-__all__ = ["TrainConfig", "METHODS", "SCHEDULES"]
+__all__ = ["TrainConfig", "METHODS", "SCHEDULES", "BALANCE"]
 
 METHODS = ("eva", "random", "forgetting", "entropy", "el2n", "aum", "ccs")  # selection methods
+BALANCE = ("off", "on", "auto")  # class-balance settings of a coreset (off = the paper)
 SCHEDULES = ("epochs", "iterations")  # coreset retraining: same epochs (EVA/DeepCore) or same iterations (CCS)
 
 

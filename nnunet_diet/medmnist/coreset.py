@@ -33,10 +33,12 @@ class Coreset:
     seed: int
     ids: np.ndarray
     class_balance: bool = False
+    class_norm: str | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.method}_{self.rate:g}_seed{self.seed}" + ("_balanced" if self.class_balance else "")
+        return (f"{self.method}_{self.rate:g}_seed{self.seed}" + ("_balanced" if self.class_balance else "")
+                + (f"_{self.class_norm}norm" if self.class_norm else ""))
 
 
 def keep_list_coreset(path: Path, n_train: int, seed: int = 0) -> Coreset:

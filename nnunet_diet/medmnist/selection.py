@@ -4,8 +4,13 @@ Scores (one per training sample, from :mod:`nnunet_diet.core`): ``eva`` (Eq. 4-6
 late window of ``error_norm``), ``el2n`` (mean ``error_norm`` over an early window), ``forgetting``
 (from ``correct``), ``aum`` (mean ``margin``), ``entropy`` (of ``train_probs.npy``, the final model's
 eval pass). Coresets keep ``ceil(rate N)`` samples: the highest EVA, EL2N, forgetting and entropy, the
-lowest AUM (the directions of the EVA paper's Appendix A), CCS over AUM, or a random draw. With
-``class_balance`` each class keeps its proportional share (not for CCS, which stratifies by score).
+lowest AUM (the directions of the EVA paper's Appendix A), CCS over AUM, or a random draw.
+
+Class-shift remedies (options; the default is the paper's unbalanced selection): ``class_balance``
+``on`` keeps each class at its proportional share (not for CCS, which stratifies by score); ``auto``
+selects as the paper does and falls back to ``on`` when that coreset is class-shifted (a class below
+half its full-data share, :func:`~nnunet_diet.core.class_shift.class_shift`); ``class_norm``
+normalises the score within each class before ranking (:func:`~nnunet_diet.core.classification.class_normalise`).
 """
 
 from __future__ import annotations
@@ -15,15 +20,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.classification import entropy
+from ..core.class_shift import ClassShift, class_shift
+from ..core.classification import class_normalise, entropy
 from ..core.errors import DietError, check_fraction, check_window
 from ..core.scores import SCORE_DIRECTIONS, ScoreConfig, score_table
 from ..core.selection import ccs, select
 from ..core.store import DynamicsStore
-from .config import METHODS
+from .config import BALANCE, METHODS
 from .trainer import DYNAMICS, PROBS
 
-__all__ = ["METHODS", "DIRECTIONS", "score_run", "select_coreset", "class_counts"]
+__all__ = ["METHODS", "DIRECTIONS", "BALANCE", "score_run", "select_coreset", "resolve_class_balance", "coreset_shift"]
 
 DIRECTIONS = {**SCORE_DIRECTIONS, "entropy": "top"}  # highest entropy = most uncertain first
 
@@ -62,30 +68,53 @@ def score_run(run: str | Path, config: ScoreConfig = ScoreConfig()) -> pd.DataFr
     return frame
 
 
-def select_coreset(frame: pd.DataFrame, method: str, rate: float, *, class_balance: bool = False,
-                   hard_prune: float = 0.1, seed: int = 0) -> np.ndarray:
+def select_coreset(frame: pd.DataFrame, method: str, rate: float, *, class_balance: bool | str = False,
+                   class_norm: str | None = None, hard_prune: float = 0.1, seed: int = 0) -> np.ndarray:
     """Sorted ids (train rows) of the ``ceil(rate N)`` samples that ``method`` keeps.
 
-    ``hard_prune``: CCS's share of lowest-AUM samples dropped before stratifying (relative to N).
-    ``seed``: for ``random`` and the draws inside CCS strata.
+    ``class_balance``: False / ``off`` (the paper), True / ``on``, or ``auto`` (see the module docstring).
+    ``class_norm``: ``mean`` or ``zscore`` normalisation of the score within each class (not for
+    random and CCS). ``hard_prune``: CCS's share of lowest-AUM samples dropped before stratifying
+    (relative to N). ``seed``: for ``random`` and the draws inside CCS strata.
     """
     rate = check_fraction(rate, "rate")
     method = method.lower()
     if method not in METHODS:
         raise DietError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    groups = frame["group"].to_numpy() if class_balance else None
+    balance = resolve_class_balance(frame, method, rate, class_balance, class_norm=class_norm,
+                                    hard_prune=hard_prune, seed=seed)
+    groups = frame["group"].to_numpy() if balance else None
+    if class_norm is not None and method in ("random", "ccs"):
+        raise DietError(f"class normalisation applies to a ranking score, not to {method}")
     if method == "ccs":
-        if class_balance:
+        if balance:
             raise DietError("CCS stratifies by score, not by class: drop class balance for ccs")
         rows = ccs(frame["aum"].to_numpy(float), rate, hard_prune=hard_prune, seed=seed)
     elif method == "random":
         rows = select(None, rate, "random", groups=groups, seed=seed, n=len(frame))
     else:
-        rows = select(frame[method].to_numpy(float), rate, DIRECTIONS[method], groups=groups, seed=seed)
+        scores = frame[method].to_numpy(float)
+        if class_norm is not None:
+            scores = class_normalise(scores, frame["group"].to_numpy(), class_norm)
+        rows = select(scores, rate, DIRECTIONS[method], groups=groups, seed=seed)
     return np.sort(frame["id"].to_numpy(np.int64)[rows])
 
 
-def class_counts(frame: pd.DataFrame, ids: np.ndarray) -> dict[str, int]:
-    """Kept samples per class label (the table's ``group`` column)."""
-    kept = frame.set_index("id").loc[ids, "group"]
-    return {str(k): int(v) for k, v in kept.value_counts().sort_index().items()}
+def resolve_class_balance(frame: pd.DataFrame, method: str, rate: float, class_balance: bool | str,
+                          **options) -> bool:
+    """Whether to balance: True / ``on``, False / ``off``, or for ``auto`` whether the unbalanced
+    coreset of ``method`` is class-shifted (never for CCS). ``options``: of :func:`select_coreset`."""
+    if isinstance(class_balance, bool):
+        return class_balance
+    if class_balance not in BALANCE:
+        raise DietError(f"class balance must be one of {', '.join(BALANCE)}, got {class_balance!r}")
+    if class_balance != "auto":
+        return class_balance == "on"
+    if method == "ccs":
+        return False
+    return bool(coreset_shift(frame, select_coreset(frame, method, rate, class_balance=False, **options)).shifted)
+
+
+def coreset_shift(frame: pd.DataFrame, ids: np.ndarray) -> ClassShift:
+    """Class distribution of the coreset ``ids`` beside the full table's (the ``group`` column)."""
+    return class_shift(frame["id"].to_numpy(), frame["group"].to_numpy(), ids)

@@ -1,0 +1,97 @@
+"""Class distribution of a coreset beside the full set's, and the warning when a class collapses.
+
+A score-ranked coreset can drift away from the data's class shares (EVA on small imbalanced sets keeps
+mostly the minority class, EL2N and AUM the hardest class). :func:`class_shift` counts every class in
+the full set and in the kept subset and flags a class whose kept share falls below ``factor`` (default
+one half) of its full-data share, or that vanishes. Every coreset command reports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import DietError
+
+__all__ = ["ClassShift", "class_shift", "SHIFT_FACTOR"]
+
+SHIFT_FACTOR = 0.5  # warn when a class keeps less than half of its full-data share
+
+
+@dataclass(frozen=True)
+class ClassShift:
+    """Per-class counts of the full set and of the coreset (classes sorted as strings)."""
+
+    classes: tuple[str, ...]
+    full: np.ndarray
+    kept: np.ndarray
+    factor: float = SHIFT_FACTOR
+
+    @property
+    def full_share(self) -> np.ndarray:
+        return self.full / self.full.sum()
+
+    @property
+    def kept_share(self) -> np.ndarray:
+        return self.kept / max(int(self.kept.sum()), 1)
+
+    @property
+    def shifted(self) -> tuple[str, ...]:
+        """Classes that vanish or keep less than ``factor`` times their full-data share."""
+        low = (self.kept == 0) | (self.kept_share < self.factor * self.full_share)
+        return tuple(c for c, bad in zip(self.classes, low) if bad)
+
+    def warnings(self) -> list[str]:
+        """One line per shifted class, naming it."""
+        out = []
+        for c in self.shifted:
+            i = self.classes.index(c)
+            full = f"{100 * self.full_share[i]:.1f} % of the full set"
+            if self.kept[i] == 0:
+                out.append(f"warning: class {c} vanishes from the coreset ({full})")
+            else:
+                out.append(f"warning: class {c} keeps {100 * self.kept_share[i]:.1f} % of the coreset against {full}"
+                           f" (less than {self.factor:g} x its share): the coreset is class-shifted")
+        return out
+
+    def table(self) -> str:
+        """A plain-text table: class, full count and share, coreset count and share."""
+        lines = [f"{'class':>8}  {'full set':>16}  {'coreset':>16}"]
+        for c, nf, sf, nk, sk in zip(self.classes, self.full, self.full_share, self.kept, self.kept_share):
+            mark = "  <-" if c in self.shifted else ""
+            lines.append(f"{c:>8}  {nf:>7d} ({100 * sf:5.1f} %)  {nk:>7d} ({100 * sk:5.1f} %){mark}")
+        return "\n".join(lines)
+
+    def columns(self) -> dict[str, object]:
+        """Flat columns for a results table: ``share_<c>``, ``full_share_<c>`` and ``class_shift``."""
+        cols: dict[str, object] = {}
+        for c, sk, sf in zip(self.classes, self.kept_share, self.full_share):
+            cols[f"share_{c}"] = float(sk)
+            cols[f"full_share_{c}"] = float(sf)
+        cols["class_shift"] = " ".join(self.shifted)
+        return cols
+
+
+def class_shift(ids: np.ndarray, labels: np.ndarray, kept_ids: np.ndarray, *,
+                factor: float = SHIFT_FACTOR) -> ClassShift:
+    """Class counts of the full set (``ids`` with their ``labels``) and of the coreset ``kept_ids``.
+
+    Ids are compared as strings (so integer rows and case names both work); every kept id must be in
+    ``ids``. Labels are compared as strings too.
+    """
+    ids = np.asarray(ids).astype(str)
+    labels = np.asarray(labels).astype(str)
+    kept_ids = np.asarray(kept_ids).astype(str)
+    if ids.shape != labels.shape or ids.ndim != 1:
+        raise DietError(f"class distribution: {labels.size} labels for {ids.size} ids")
+    if len(np.unique(ids)) != len(ids):
+        raise DietError("class distribution: duplicate ids")
+    kept = np.isin(ids, kept_ids)
+    if kept.sum() != len(np.unique(kept_ids)):
+        missing = np.setdiff1d(kept_ids, ids)
+        raise DietError(f"class distribution: kept id {missing[0]} is not in the full set")
+    classes = sorted(set(labels.tolist()), key=lambda c: (not c.lstrip("-").isdigit(), int(c) if c.lstrip("-").isdigit() else 0, c))
+    full = np.array([int((labels == c).sum()) for c in classes], dtype=np.int64)
+    kept_counts = np.array([int((labels[kept] == c).sum()) for c in classes], dtype=np.int64)
+    return ClassShift(tuple(classes), full, kept_counts, factor)
