@@ -141,7 +141,7 @@ def test_class_shift_counts_shares_and_warnings():
     assert line.startswith("warning: class 1 keeps 31.2 % of the coreset against 72.9 % of the full set")
     cols = shift.columns()
     assert cols["share_0"] == pytest.approx(55 / 80) and cols["full_share_1"] == pytest.approx(583 / 800)
-    assert cols["class_shift"] == "1"
+    assert cols["class_shift"] == "1 below 0.5 x share"
     assert "<-" in shift.table().splitlines()[2] and "217 ( 27.1 %)" in shift.table()
     only_pneumonia = class_shift(ids, labels, ids[labels == "1"][:50])
     assert only_pneumonia.warnings() == ["warning: class 0 vanishes from the coreset (27.1 % of the full set)"]

@@ -59,6 +59,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
                    help="stride of the 3x3 stem (default 1, the paper's; 2 for a 4x cheaper CPU model)")
     g.add_argument("--seed", type=int, default=d.seed, help="seed of initialisation and shuffling (default 0)")
     g.add_argument("--eval-every", type=int, default=d.eval_every, help="validate every N epochs (default 1)")
+    g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (default: fp32, as the paper)")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="write checkpoint and dynamics every N epochs and after the last (default 1)")
 
 
 def _runtime_options(p: argparse.ArgumentParser) -> None:
@@ -140,7 +143,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
                        momentum=args.momentum, weight_decay=args.weight_decay, nesterov=args.nesterov,
                        width=args.width, layers=tuple(args.layers), stem_stride=args.stem_stride, seed=args.seed,
-                       eval_every=args.eval_every)
+                       eval_every=args.eval_every, amp=args.amp, checkpoint_every=args.checkpoint_every)
 
 
 def _score_config(args: argparse.Namespace) -> ScoreConfig:

@@ -64,13 +64,23 @@ class ClassShift:
         return "\n".join(lines)
 
     def columns(self) -> dict[str, object]:
-        """Flat columns for a results table: ``share_<c>``, ``full_share_<c>`` and ``class_shift``."""
+        """Flat columns for a results table: ``share_<c>``, ``full_share_<c>`` and ``class_shift`` (e.g.
+        ``1 below 0.5 x share; 2 vanishes``, blank when no class is shifted)."""
         cols: dict[str, object] = {}
         for c, sk, sf in zip(self.classes, self.kept_share, self.full_share):
             cols[f"share_{c}"] = float(sk)
             cols[f"full_share_{c}"] = float(sf)
-        cols["class_shift"] = " ".join(self.shifted)
+        cols["class_shift"] = "; ".join(f"{c} {self._state(c)}" for c in self.shifted)
         return cols
+
+    def _state(self, c: str) -> str:
+        return "vanishes" if self.kept[self.classes.index(c)] == 0 else f"below {self.factor:g} x share"
+
+
+def _class_order(c: str) -> tuple[bool, int, str]:
+    """Integer classes in numeric order (0, 2, 10), then any other names alphabetically."""
+    numeric = c.lstrip("-").isdigit()
+    return not numeric, int(c) if numeric else 0, c
 
 
 def class_shift(ids: np.ndarray, labels: np.ndarray, kept_ids: np.ndarray, *,
@@ -91,7 +101,7 @@ def class_shift(ids: np.ndarray, labels: np.ndarray, kept_ids: np.ndarray, *,
     if kept.sum() != len(np.unique(kept_ids)):
         missing = np.setdiff1d(kept_ids, ids)
         raise DietError(f"class distribution: kept id {missing[0]} is not in the full set")
-    classes = sorted(set(labels.tolist()), key=lambda c: (not c.lstrip("-").isdigit(), int(c) if c.lstrip("-").isdigit() else 0, c))
+    classes = sorted(set(labels.tolist()), key=_class_order)
     full = np.array([int((labels == c).sum()) for c in classes], dtype=np.int64)
     kept_counts = np.array([int((labels[kept] == c).sum()) for c in classes], dtype=np.int64)
     return ClassShift(tuple(classes), full, kept_counts, factor)
