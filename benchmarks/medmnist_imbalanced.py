@@ -41,13 +41,16 @@ PROTOCOL = TrainConfig(epochs=40, batch_size=128, width=8, layers=(1, 1, 1, 1), 
 WINDOWS = ScoreConfig(eva_early=(0, 4), eva_late=(20, 24), el2n_window=(0, 4))
 CODE = replace(WINDOWS, eva_ddof=1, eva_normalize=True, eva_weights=(0.5, 0.5))  # the EVA repository
 LATER = replace(WINDOWS, eva_early=(2, 6))  # early window after the class-prior transient
-# (method, tag, scores, class balance, class norm): the paper's default first
-SETTINGS = [
-    ("eva", "", WINDOWS, "off", None), ("eva", "", WINDOWS, "on", None), ("eva", "", WINDOWS, "auto", None),
-    ("eva", "", WINDOWS, "off", "zscore"), ("eva", "", WINDOWS, "off", "mean"),
-    ("eva", "code", CODE, "off", None), ("eva", "w2-6", LATER, "off", None),
-    ("random", "", WINDOWS, "off", None), ("random", "", WINDOWS, "on", None), ("ccs", "", WINDOWS, "off", None),
-]
+# name: (method, tag, scores, class balance, class norm); the paper's default first
+SETTINGS = {
+    "eva": ("eva", "", WINDOWS, "off", None), "eva-on": ("eva", "", WINDOWS, "on", None),
+    "eva-auto": ("eva", "", WINDOWS, "auto", None), "eva-zscore": ("eva", "", WINDOWS, "off", "zscore"),
+    "eva-mean": ("eva", "", WINDOWS, "off", "mean"), "eva-code": ("eva", "code", CODE, "off", None),
+    "eva-w2-6": ("eva", "w2-6", LATER, "off", None), "random": ("random", "", WINDOWS, "off", None),
+    "random-on": ("random", "", WINDOWS, "on", None), "ccs": ("ccs", "", WINDOWS, "off", None),
+}
+CORE = ("eva", "eva-on", "eva-auto", "random", "ccs")  # the settings --core-rates runs
+KEY = ["method", "rate", "seed", "class_balance", "class_norm"]
 
 
 def make_subset(folder: Path, share: int, n_train: int) -> str:
@@ -101,6 +104,16 @@ def why(run: Path, rates: list[float]) -> list[dict]:
     return out
 
 
+def merge(path: Path, new: pd.DataFrame) -> pd.DataFrame:
+    """Rows already in ``path`` (from runs with other ``--settings``) with ``new`` replacing equal keys."""
+    if not path.is_file():
+        return new
+    old = pd.read_csv(path, dtype={"class_norm": str}).fillna({"class_norm": ""})
+    keys = set(map(tuple, new[KEY].astype(str).to_numpy()))
+    keep = [tuple(r) not in keys for r in old[KEY].astype(str).to_numpy()]
+    return pd.concat([old[keep], new], ignore_index=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -108,6 +121,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=550)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--rates", type=float, nargs="+", default=[0.1, 0.3])
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--core-rates", type=float, nargs="*", default=[],
                         help="rates run only for the paper's EVA, EVA with class balance on / auto, random and CCS")
     args = parser.parse_args()
@@ -121,18 +135,18 @@ def main() -> None:
             start = time.perf_counter()
             run = folder / f"seed{seed}"
             full = train(data, run, replace(PROTOCOL, seed=seed), progress=False)
-            frames = {tag: score_run(run, config) for _, tag, config, _, _ in SETTINGS}
+            frames = {tag: score_run(run, config) for _, tag, config, _, _ in SETTINGS.values()}
             base = frames[""]
             rows.append(result_row("full", 1.0, seed, full, "full", coreset_shift(base, base["id"].to_numpy())))
             why_rows += [{"seed": seed, **r} for r in why(run, args.rates + args.core_rates)]
             for rate in args.rates + args.core_rates:
-                for method, tag, _, balance, norm in SETTINGS:
-                    if rate not in args.rates and (tag or norm or (method == "random" and balance == "on")):
-                        continue
-                    rows.append(run_coreset(run, frames[tag], method, rate, seed, class_balance=balance,
-                                            class_norm=norm, tag=tag, progress=False,
-                                            log=lambda line: print(f"{flag} {line}", flush=True)))
-            write_tables(pd.DataFrame(rows), folder)
+                for name in args.settings:
+                    method, tag, _, balance, norm = SETTINGS[name]
+                    if rate in args.rates or name in CORE:
+                        rows.append(run_coreset(run, frames[tag], method, rate, seed, class_balance=balance,
+                                                class_norm=norm, tag=tag, progress=False,
+                                                log=lambda line: print(f"{flag} {line}", flush=True)))
+            write_tables(merge(folder / "results.csv", pd.DataFrame(rows)), folder)
             pd.DataFrame(why_rows).to_csv(folder / "why.csv", index=False, float_format="%.6g")
             print(f"{flag} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
         print((folder / "results.md").read_text())

@@ -7,7 +7,7 @@ from hypothesis.extra.numpy import arrays
 from pathlib import Path
 
 import nnunet_diet
-from nnunet_diet.core.class_shift import class_shift
+from nnunet_diet.core.class_shift import class_shift, floor_select
 from nnunet_diet.core.classification import (aum, class_normalise, default_late_window, el2n, entropy, eva,
                                              forgetting_events)
 from nnunet_diet.core.errors import DietError
@@ -189,3 +189,18 @@ def test_class_normalise():
     np.testing.assert_allclose(class_normalise(s, g, "zscore"), [-1, 1, -1, 1, np.nan])
     with pytest.raises(DietError, match="one of mean, zscore"):
         class_normalise(s, g, "rank")
+
+
+def test_floor_select_raises_a_collapsed_class_to_half_its_share_and_keeps_the_rest():
+    g = PNEUMONIA.groups
+    paper_scores = eva(PNEUMONIA["error_norm"], EARLY, LATE)
+    paper = select(paper_scores, 0.1, "top")
+    floored = floor_select(paper_scores, 0.1, g)
+    assert np.bincount(g[floored].astype(int)).tolist() == [50, 30]  # class 1: ceil(0.5 x 80 x 583 / 800)
+    assert not class_shift(PNEUMONIA.ids, g, PNEUMONIA.ids[floored]).shifted
+    kept0 = floored[g[floored] == "0"]
+    np.testing.assert_array_equal(kept0, np.sort(paper[g[paper] == "0"][np.argsort(-paper_scores[paper[g[paper] == "0"]])[:50]]))
+    fair = select(paper_scores, 0.5, "top")  # at 50 % the paper's coreset is not shifted: unchanged
+    np.testing.assert_array_equal(floor_select(paper_scores, 0.5, g), fair)
+    rnd = floor_select(None, 0.1, g, mode="random", seed=3)
+    assert len(rnd) == 80 and not class_shift(PNEUMONIA.ids, g, PNEUMONIA.ids[rnd]).shifted

@@ -87,9 +87,9 @@ def _selection_options(p: argparse.ArgumentParser, single: bool, keep_list: bool
         g.add_argument("--rates", type=float, nargs="+", default=[0.05, 0.1, 0.3], help="default 0.05 0.1 0.3")
         g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default 0 1 2")
     g.add_argument("--class-balance", nargs="?", choices=BALANCE, const="on", default="off",
-                   help="on (the bare flag): each class keeps its share (not for ccs); auto: the paper's "
-                        "selection unless it leaves a class below half its share, then on (see docs/medmnist.md); "
-                        "default off (the paper)")
+                   help="on (the bare flag): each class keeps its share (not for ccs); auto: the method's ranking "
+                        "with every class floored at half its share, so an unshifted coreset stays the paper's "
+                        "(see docs/medmnist.md); default off (the paper)")
     g.add_argument("--class-norm", choices=CLASS_NORMS, default=None,
                    help="normalise the score within each class before ranking: mean (s / class mean) or "
                         "zscore (not for random and ccs)")
@@ -192,14 +192,16 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _select(args: argparse.Namespace, write: bool = True) -> tuple[pd.DataFrame, Coreset, ClassShift]:
     from ..medmnist.coreset import Coreset
-    from ..medmnist.selection import coreset_shift, resolve_class_balance, score_run, select_coreset
+    from ..medmnist.selection import coreset_shift, resolve_auto, score_run, select_coreset
 
     frame = score_run(args.run, _score_config(args))
     options = dict(class_norm=args.class_norm, hard_prune=args.hard_prune, seed=args.seed)
-    balance = resolve_class_balance(frame, args.method, args.rate, args.class_balance, **options)
-    if args.class_balance == "auto":
-        print(f"class balance auto: {'on' if balance else 'off'}")
-    ids = select_coreset(frame, args.method, args.rate, class_balance=balance, **options)
+    ids = select_coreset(frame, args.method, args.rate, class_balance=args.class_balance, **options)
+    balance = args.class_balance
+    if balance == "auto":
+        balance = resolve_auto(frame, args.method, args.rate, ids, **options)
+        print("class balance auto: " + ("the paper's selection (no class below half its share)" if balance == "off"
+                                        else "classes raised to half their share (class floor)"))
     if write:
         atomic_write_text(args.run / "scores.csv", frame.to_csv(index=False, float_format="%.6g"))
     return frame, Coreset(args.method, args.rate, args.seed, ids, balance, args.class_norm), coreset_shift(frame, ids)
@@ -270,7 +272,8 @@ def run_coreset(args: argparse.Namespace) -> int:
             _, coreset, shift = _select(args, write=ctx.main)
         result = retrain(args.run, coreset, schedule=args.schedule, progress=args.progress, ctx=ctx)
         if ctx.main:
-            balance = ("auto: " if args.class_balance == "auto" else "") + ("on" if coreset.class_balance else "off")
+            balance = str(coreset.class_balance if coreset.class_balance is not False else "off")
+            balance = f"auto: {balance}" if args.class_balance == "auto" else balance
             table = _add_to_tables(args.run, result_row(coreset.method, coreset.rate, args.seed, result,
                                                         args.schedule, shift, balance, coreset.class_norm))
             print(f"kept {len(coreset.ids)} of {info['n_train']} samples")

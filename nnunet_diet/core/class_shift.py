@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import DietError
 
-__all__ = ["ClassShift", "class_shift", "SHIFT_FACTOR"]
+__all__ = ["ClassShift", "class_shift", "floor_select", "SHIFT_FACTOR"]
 
 SHIFT_FACTOR = 0.5  # warn when a class keeps less than half of its full-data share
 
@@ -105,3 +105,42 @@ def class_shift(ids: np.ndarray, labels: np.ndarray, kept_ids: np.ndarray, *,
     full = np.array([int((labels == c).sum()) for c in classes], dtype=np.int64)
     kept_counts = np.array([int((labels[kept] == c).sum()) for c in classes], dtype=np.int64)
     return ClassShift(tuple(classes), full, kept_counts, factor)
+
+
+def floor_select(scores: np.ndarray | None, keep: float, groups: np.ndarray, *, mode: str = "top",
+                 factor: float = SHIFT_FACTOR, seed: int = 0) -> np.ndarray:
+    """The ``ceil(keep N)`` best-ranked samples subject to a floor per class: every class keeps at least
+    ``ceil(factor * M * n_c / N)`` samples (M the budget), so no class falls below ``factor`` times its
+    share (the :class:`ClassShift` warning) unless it has fewer samples.
+
+    Each class first keeps its best floor (by the same ranking), the rest of the budget goes to the best
+    remaining samples overall. When the plain ranking already meets every floor the result is exactly
+    the plain ranking's. ``mode``: ``top`` (highest scores), ``bottom`` or ``random`` (``scores`` may be
+    None, uniform order from ``default_rng(seed)``). Returns sorted row indices.
+    """
+    from .selection import n_kept, select
+
+    g = np.asarray(groups).astype(str)
+    n = len(g)
+    if mode == "random":
+        order = np.random.default_rng(seed).permutation(n)
+    elif mode in ("top", "bottom"):
+        s = np.asarray(scores, dtype=np.float64)
+        if s.shape != (n,):
+            raise DietError(f"{s.size} scores for {n} class labels")
+        if not np.isfinite(s).all():
+            raise DietError(f"{int((~np.isfinite(s)).sum())} samples have no score (NaN)")
+        order = np.argsort(-s if mode == "top" else s, kind="stable")
+    else:
+        raise DietError(f"a class floor needs mode top, bottom or random, got {mode!r}")
+    budget = n_kept(n, keep)
+    classes = np.unique(g)
+    floors = [min(int((g == c).sum()), int(np.ceil(round(factor * budget * (g == c).sum() / n, 9)))) for c in classes]
+    if sum(floors) > budget:  # more classes than the budget can floor: every class at its share instead
+        return select(scores, keep, mode, groups=g, seed=seed, n=n)
+    taken = np.zeros(n, dtype=bool)
+    for c, floor in zip(classes, floors):
+        taken[order[g[order] == c][:floor]] = True
+    rest = order[~taken[order]]
+    taken[rest[: max(budget - int(taken.sum()), 0)]] = True
+    return np.flatnonzero(taken)

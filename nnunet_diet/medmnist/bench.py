@@ -22,7 +22,7 @@ from ..core.scores import ScoreConfig
 from .coreset import Coreset, retrain
 from .data import MedMNISTData
 from .distributed import Context
-from .selection import coreset_shift, resolve_class_balance, score_run, select_coreset
+from .selection import balance_setting, coreset_shift, resolve_auto, score_run, select_coreset
 from .trainer import TrainConfig, TrainResult, train
 
 __all__ = ["result_row", "setting_label", "markdown_table", "write_tables", "run_coreset", "bench"]
@@ -103,15 +103,15 @@ def run_coreset(run: Path, frame: pd.DataFrame, method: str, rate: float, seed: 
     """Select one coreset of a scored run, log its class shift, retrain and return its result row.
     ``tag`` names a scoring variant (e.g. other EVA windows): the row's method and folder become
     ``method-tag``."""
-    balance = resolve_class_balance(frame, method, rate, class_balance, class_norm=class_norm,
-                                    hard_prune=hard_prune, seed=seed)
-    ids = select_coreset(frame, method, rate, class_balance=balance, class_norm=class_norm,
-                         hard_prune=hard_prune, seed=seed)
+    options = dict(class_norm=class_norm, hard_prune=hard_prune, seed=seed)
+    requested = balance_setting(class_balance)
+    ids = select_coreset(frame, method, rate, class_balance=requested, **options)
+    done = resolve_auto(frame, method, rate, ids, **options) if requested == "auto" else requested
     shift = coreset_shift(frame, ids)
     name = f"{method}-{tag}" if tag else method
-    result = retrain(run, Coreset(name, rate, seed, ids, balance, class_norm), schedule=schedule,
+    result = retrain(run, Coreset(name, rate, seed, ids, done, class_norm), schedule=schedule,
                      progress=progress, ctx=ctx)
-    setting = ("auto: " if class_balance == "auto" else "") + ("on" if balance else "off")
+    setting = f"auto: {done}" if requested == "auto" else done
     row = result_row(name, rate, seed, result, schedule, shift, setting, class_norm)
     log(f"seed {seed}: {setting_label(row)} {100 * rate:g} % ({len(ids)} samples, {result.epochs} epochs) "
         f"test accuracy {result.final_test_acc:.4f} (at best val {result.best_test_acc:.4f})")

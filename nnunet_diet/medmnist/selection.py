@@ -8,9 +8,10 @@ lowest AUM (the directions of the EVA paper's Appendix A), CCS over AUM, or a ra
 
 Class-shift remedies (options; the default is the paper's unbalanced selection): ``class_balance``
 ``on`` keeps each class at its proportional share (not for CCS, which stratifies by score); ``auto``
-selects as the paper does and falls back to ``on`` when that coreset is class-shifted (a class below
-half its full-data share, :func:`~nnunet_diet.core.class_shift.class_shift`); ``class_norm``
-normalises the score within each class before ranking (:func:`~nnunet_diet.core.classification.class_normalise`).
+keeps the method's ranking but floors every class at half its share, the line below which
+:func:`~nnunet_diet.core.class_shift.class_shift` warns (:func:`~nnunet_diet.core.class_shift.floor_select`;
+an unshifted coreset stays exactly the paper's; CCS is left as it is); ``class_norm`` normalises the
+score within each class before ranking (:func:`~nnunet_diet.core.classification.class_normalise`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.class_shift import ClassShift, class_shift
+from ..core.class_shift import ClassShift, class_shift, floor_select
 from ..core.classification import class_normalise, entropy
 from ..core.errors import DietError, check_fraction, check_window
 from ..core.scores import SCORE_DIRECTIONS, ScoreConfig, score_table
@@ -29,7 +30,8 @@ from ..core.store import DynamicsStore
 from .config import BALANCE, METHODS
 from .trainer import DYNAMICS, PROBS
 
-__all__ = ["METHODS", "DIRECTIONS", "BALANCE", "score_run", "select_coreset", "resolve_class_balance", "coreset_shift"]
+__all__ = ["METHODS", "DIRECTIONS", "BALANCE", "score_run", "select_coreset", "balance_setting", "resolve_auto",
+           "coreset_shift"]
 
 DIRECTIONS = {**SCORE_DIRECTIONS, "entropy": "top"}  # highest entropy = most uncertain first
 
@@ -68,6 +70,15 @@ def score_run(run: str | Path, config: ScoreConfig = ScoreConfig()) -> pd.DataFr
     return frame
 
 
+def balance_setting(class_balance: bool | str) -> str:
+    """``off``, ``on`` or ``auto`` (True / False stand for on / off)."""
+    if isinstance(class_balance, bool):
+        return "on" if class_balance else "off"
+    if class_balance not in BALANCE:
+        raise DietError(f"class balance must be one of {', '.join(BALANCE)}, got {class_balance!r}")
+    return class_balance
+
+
 def select_coreset(frame: pd.DataFrame, method: str, rate: float, *, class_balance: bool | str = False,
                    class_norm: str | None = None, hard_prune: float = 0.1, seed: int = 0) -> np.ndarray:
     """Sorted ids (train rows) of the ``ceil(rate N)`` samples that ``method`` keeps.
@@ -81,38 +92,29 @@ def select_coreset(frame: pd.DataFrame, method: str, rate: float, *, class_balan
     method = method.lower()
     if method not in METHODS:
         raise DietError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    balance = resolve_class_balance(frame, method, rate, class_balance, class_norm=class_norm,
-                                    hard_prune=hard_prune, seed=seed)
-    groups = frame["group"].to_numpy() if balance else None
+    balance = balance_setting(class_balance)
     if class_norm is not None and method in ("random", "ccs"):
         raise DietError(f"class normalisation applies to a ranking score, not to {method}")
+    labels = frame["group"].to_numpy()
     if method == "ccs":
-        if balance:
+        if balance == "on":
             raise DietError("CCS stratifies by score, not by class: drop class balance for ccs")
         rows = ccs(frame["aum"].to_numpy(float), rate, hard_prune=hard_prune, seed=seed)
-    elif method == "random":
-        rows = select(None, rate, "random", groups=groups, seed=seed, n=len(frame))
     else:
-        scores = frame[method].to_numpy(float)
+        scores, mode = (None, "random") if method == "random" else (frame[method].to_numpy(float), DIRECTIONS[method])
         if class_norm is not None:
-            scores = class_normalise(scores, frame["group"].to_numpy(), class_norm)
-        rows = select(scores, rate, DIRECTIONS[method], groups=groups, seed=seed)
+            scores = class_normalise(scores, labels, class_norm)
+        if balance == "auto":
+            rows = floor_select(scores, rate, labels, mode=mode, seed=seed)
+        else:
+            rows = select(scores, rate, mode, groups=labels if balance == "on" else None, seed=seed, n=len(frame))
     return np.sort(frame["id"].to_numpy(np.int64)[rows])
 
 
-def resolve_class_balance(frame: pd.DataFrame, method: str, rate: float, class_balance: bool | str,
-                          **options) -> bool:
-    """Whether to balance: True / ``on``, False / ``off``, or for ``auto`` whether the unbalanced
-    coreset of ``method`` is class-shifted (never for CCS). ``options``: of :func:`select_coreset`."""
-    if isinstance(class_balance, bool):
-        return class_balance
-    if class_balance not in BALANCE:
-        raise DietError(f"class balance must be one of {', '.join(BALANCE)}, got {class_balance!r}")
-    if class_balance != "auto":
-        return class_balance == "on"
-    if method == "ccs":
-        return False
-    return bool(coreset_shift(frame, select_coreset(frame, method, rate, class_balance=False, **options)).shifted)
+def resolve_auto(frame: pd.DataFrame, method: str, rate: float, ids: np.ndarray, **options) -> str:
+    """What ``auto`` did to the coreset ``ids``: ``off`` (the paper's selection, unchanged) or ``floor``.
+    ``options``: the other arguments of :func:`select_coreset`."""
+    return "off" if np.array_equal(ids, select_coreset(frame, method, rate, class_balance="off", **options)) else "floor"
 
 
 def coreset_shift(frame: pd.DataFrame, ids: np.ndarray) -> ClassShift:
