@@ -56,7 +56,8 @@ def write_subset(source: Path, out: Path, rows: dict[str, np.ndarray | None]) ->
             arrays[f"{split}_images"] = z[f"{split}_images"][picked]
             arrays[f"{split}_labels"] = labels[picked]
             arrays[f"{split}_indices"] = picked.astype(np.int64)
-            print(f"{split}: {len(picked)} of {len(labels)}, per class {np.bincount(labels[picked].reshape(-1)).tolist()}")
+            counts = np.bincount(labels[picked].reshape(-1)).tolist()
+            print(f"{split}: {len(picked)} of {len(labels)}, per class {counts}")
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, **arrays)
     print(f"wrote {out} ({out.stat().st_size} bytes)")

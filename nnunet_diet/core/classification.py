@@ -13,7 +13,8 @@ import numpy as np
 from .errors import DietError, require_finite_rows
 from .windows import window_moments
 
-__all__ = ["el2n", "forgetting_events", "aum", "entropy", "eva", "default_late_window", "class_normalise", "CLASS_NORMS"]
+__all__ = ["el2n", "forgetting_events", "aum", "entropy", "eva", "default_late_window", "class_normalise",
+           "CLASS_NORMS"]
 
 _BLOCK_ROWS = 1 << 16
 

@@ -72,20 +72,20 @@ def markdown_table(results: pd.DataFrame) -> str:
     full = results[results["method"] == "full"]
     coresets = results[results["method"] != "full"]
     rates = sorted(coresets["rate"].unique())
-    header = ["| method | " + " | ".join(f"{100 * r:g} %" for r in rates) + " |", "|---|" + "---|" * len(rates)]
     classes = [c.removeprefix("share_") for c in results.columns if c.startswith("share_")]
-    kinds = {**ACCURACIES, **({"class shares": "kept share of each class"} if classes else {})}
+    tables = {column: (f"**{title}** (%, mean ± std over seeds)", lambda rows, c=column: _cell(rows[c]))
+              for column, title in ACCURACIES.items()}
+    if classes:
+        tables["shares"] = ("**kept share of each class** (%, mean over seeds)", lambda rows: _shares(rows, classes))
     parts = []
-    for column, title in kinds.items():
-        cell = _cell if column in ACCURACIES else lambda rows: _shares(rows, classes)
-        lines = [f"**{title}** (%, mean ± std over seeds)" if column in ACCURACIES else f"**{title}** (%, mean over seeds)", ""]
+    for title, cell in tables.values():
+        lines = [title, ""]
         if len(full):
-            lines += [f"Full data ({int(full['n_kept'].iloc[0])} samples, {len(full)} seeds): {cell(full) if column not in ACCURACIES else cell(full[column])}", ""]
-        lines += header
+            lines += [f"Full data ({int(full['n_kept'].iloc[0])} samples, {len(full)} seeds): {cell(full)}", ""]
+        lines += ["| method | " + " | ".join(f"{100 * r:g} %" for r in rates) + " |", "|---|" + "---|" * len(rates)]
         for label in dict.fromkeys(coresets["label"]):
             picked = [coresets[(coresets["label"] == label) & (coresets["rate"] == r)] for r in rates]
-            cells = [(cell(p[column]) if column in ACCURACIES else cell(p)) if len(p) else "" for p in picked]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label} | " + " | ".join(cell(p) if len(p) else "" for p in picked) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 

@@ -114,7 +114,8 @@ def select_coreset(frame: pd.DataFrame, method: str, rate: float, *, class_balan
 def resolve_auto(frame: pd.DataFrame, method: str, rate: float, ids: np.ndarray, **options) -> str:
     """What ``auto`` did to the coreset ``ids``: ``off`` (the paper's selection, unchanged) or ``floor``.
     ``options``: the other arguments of :func:`select_coreset`."""
-    return "off" if np.array_equal(ids, select_coreset(frame, method, rate, class_balance="off", **options)) else "floor"
+    paper = select_coreset(frame, method, rate, class_balance="off", **options)
+    return "off" if np.array_equal(ids, paper) else "floor"
 
 
 def coreset_shift(frame: pd.DataFrame, ids: np.ndarray) -> ClassShift:
