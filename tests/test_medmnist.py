@@ -16,6 +16,7 @@ from nnunet_diet.core.errors import DietError
 from nnunet_diet.core.scores import ScoreConfig
 from nnunet_diet.medmnist import METHODS, Coreset, TrainConfig, load_medmnist, retrain, score_run, select_coreset, train
 from nnunet_diet.medmnist.recording import SERIES
+from nnunet_diet.medmnist.selection import coreset_shift
 
 EXAMPLES = Path(nnunet_diet.__file__).parent / "examples"
 FLAG = "pneumoniamnist_subset"
@@ -188,6 +189,9 @@ def test_command_line_train_select_coreset_bench(tmp_path, capsys):
     results = pd.read_csv(bench / "results.csv")
     assert list(results["method"]) == ["full", "eva", "ccs"] and results["n_kept"].tolist() == [300, 30, 30]
     assert "| eva |" in (bench / "results.md").read_text()
+    assert results["share_0"].iloc[0] == pytest.approx(77 / 300, abs=1e-6)
+    np.testing.assert_allclose(results["full_share_0"], 77 / 300, atol=1e-6)
+    assert "kept share of each class" in (bench / "results.md").read_text()
     capsys.readouterr()
     assert main(["medmnist", "train", "--flag", "nothere", "--root", str(tmp_path), "--out", str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -223,3 +227,67 @@ def test_coreset_from_a_meddel_keep_list(tmp_path, capsys):
     assert "without --method" in capsys.readouterr().err
     assert main(["medmnist", "coreset", "--run", str(run)]) == 2
     assert "--keep-list" in capsys.readouterr().err
+
+
+def test_select_prints_the_class_distribution_and_warns_on_a_shift(run, capsys):
+    # EL2N's 10 % of the tiny run keeps the hardest images: almost only class 0 (normal)
+    args = ["medmnist", "select", "--run", str(run.out), "--method", "el2n", "--rate", "0.1", *WINDOW_ARGS]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert "full set" in out and "77 ( 25.7 %)" in out and "223 ( 74.3 %)" in out
+    (warning,) = err.strip().splitlines()
+    assert warning.startswith("warning: class 1 keeps") and "74.3 % of the full set" in warning
+    assert main([*args, "--class-balance", "auto"]) == 0
+    out, err = capsys.readouterr()
+    assert "class balance auto: classes raised to half their share" in out and err == ""
+    assert "18 ( 60.0 %)" in out and "12 ( 40.0 %)" in out  # class 1 floored at ceil(0.5 x 30 x 223 / 300)
+
+
+def test_auto_class_balance_keeps_the_papers_selection_when_nothing_shifts(scores):
+    paper = select_coreset(scores, "eva", 0.1)
+    assert not coreset_shift(scores, paper).shifted
+    np.testing.assert_array_equal(select_coreset(scores, "eva", 0.1, class_balance="auto"), paper)
+    shifted = select_coreset(scores, "el2n", 0.1)
+    assert coreset_shift(scores, shifted).shifted == ("1",)
+    auto = select_coreset(scores, "el2n", 0.1, class_balance="auto")
+    assert not coreset_shift(scores, auto).shifted
+    # the floor only swaps the lowest-ranked class-0 samples for the best class-1 ones
+    assert len(np.intersect1d(auto, shifted)) == 30 - (12 - 1)
+    ccs = select_coreset(scores, "ccs", 0.1)
+    np.testing.assert_array_equal(select_coreset(scores, "ccs", 0.1, class_balance="auto"), ccs)
+    with pytest.raises(DietError, match="class balance must be one of off, on, auto"):
+        select_coreset(scores, "eva", 0.1, class_balance="yes")
+
+
+def test_class_norm_ranks_within_each_class(scores):
+    # z-scored within its class, EL2N no longer keeps only the hard class
+    plain = coreset_shift(scores, select_coreset(scores, "el2n", 0.3)).kept_share[0]
+    normed = coreset_shift(scores, select_coreset(scores, "el2n", 0.3, class_norm="zscore")).kept_share[0]
+    assert abs(normed - 77 / 300) < abs(plain - 77 / 300)
+    with pytest.raises(DietError, match="not to ccs"):
+        select_coreset(scores, "ccs", 0.1, class_norm="zscore")
+
+
+def test_keep_list_that_drops_a_class_is_reported(run, tmp_path, capsys):
+    labels = run.store.groups
+    keep = pd.DataFrame({"id": np.arange(300), "keep": ((labels == "1") & (np.arange(300) < 60)).astype(int)})
+    keep.to_csv(tmp_path / "pneumonia_only.csv", index=False)
+    assert main(["medmnist", "coreset", "--run", str(run.out), "--keep-list", str(tmp_path / "pneumonia_only.csv"),
+                 "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "warning: class 0 vanishes from the coreset (25.7 % of the full set)" in err
+    table = pd.read_csv(run.out / "coresets" / "results.csv")
+    row = table[table["method"] == "keep-pneumonia_only"].iloc[0]
+    assert row["share_0"] == 0 and row["share_1"] == 1 and row["class_shift"] == "0 vanishes"
+
+
+def test_score_table_select_reports_its_group_column(run, tmp_path, capsys):
+    table = score_run(run.out, WINDOWS)
+    table.to_csv(tmp_path / "scores.csv", index=False)
+    assert main(["select", str(tmp_path / "scores.csv"), "--method", "el2n", "--keep", "0.1"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.split()) == 30  # the ids alone on stdout
+    assert "per group:" in err and "warning: class 1 keeps" in err
+    assert main(["select", str(tmp_path / "scores.csv"), "--method", "eva", "--keep", "0.1", "--class-column",
+                 "colour"]) == 2
+    assert "--class-column 'colour': no such column" in capsys.readouterr().err

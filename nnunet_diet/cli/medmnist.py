@@ -10,19 +10,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ..core.atomic import atomic_write_text, check_output
+from ..core.class_shift import class_shift
+from ..core.classification import CLASS_NORMS
 from ..core.errors import DietError
 from ..core.scores import ScoreConfig
-from ..medmnist.config import METHODS, SCHEDULES, TrainConfig
+from ..medmnist.config import BALANCE, METHODS, SCHEDULES, TrainConfig
 from ..medmnist.data import DEFAULT_ROOT, SIZES, load_medmnist
 from .scores import add_window_options, window_settings
 
 if TYPE_CHECKING:  # torch, MONAI and the trainer load only when a step runs: --help stays fast
     import pandas as pd
 
+    from ..core.class_shift import ClassShift
     from ..medmnist.coreset import Coreset
     from ..medmnist.distributed import Context
 
@@ -53,6 +59,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
                    help="stride of the 3x3 stem (default 1, the paper's; 2 for a 4x cheaper CPU model)")
     g.add_argument("--seed", type=int, default=d.seed, help="seed of initialisation and shuffling (default 0)")
     g.add_argument("--eval-every", type=int, default=d.eval_every, help="validate every N epochs (default 1)")
+    g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (default: fp32, as the paper)")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="write checkpoint and dynamics every N epochs and after the last (default 1)")
 
 
 def _runtime_options(p: argparse.ArgumentParser) -> None:
@@ -77,7 +86,13 @@ def _selection_options(p: argparse.ArgumentParser, single: bool, keep_list: bool
         g.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="default: all")
         g.add_argument("--rates", type=float, nargs="+", default=[0.05, 0.1, 0.3], help="default 0.05 0.1 0.3")
         g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default 0 1 2")
-    g.add_argument("--class-balance", action="store_true", help="each class keeps its share (not for ccs)")
+    g.add_argument("--class-balance", nargs="?", choices=BALANCE, const="on", default="off",
+                   help="on (the bare flag): each class keeps its share (not for ccs); auto: the method's ranking "
+                        "with every class floored at half its share, so an unshifted coreset stays the paper's "
+                        "(see docs/medmnist.md); default off (the paper)")
+    g.add_argument("--class-norm", choices=CLASS_NORMS, default=None,
+                   help="normalise the score within each class before ranking: mean (s / class mean) or "
+                        "zscore (not for random and ccs)")
     g.add_argument("--hard-prune", type=float, default=0.1,
                    help="CCS: fraction of all samples with the lowest AUM dropped first (default 0.1)")
     add_window_options(g)
@@ -128,7 +143,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
                        momentum=args.momentum, weight_decay=args.weight_decay, nesterov=args.nesterov,
                        width=args.width, layers=tuple(args.layers), stem_stride=args.stem_stride, seed=args.seed,
-                       eval_every=args.eval_every)
+                       eval_every=args.eval_every, amp=args.amp, checkpoint_every=args.checkpoint_every)
 
 
 def _score_config(args: argparse.Namespace) -> ScoreConfig:
@@ -175,27 +190,38 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _select(args: argparse.Namespace, write: bool = True) -> tuple[pd.DataFrame, Coreset]:
+def _select(args: argparse.Namespace, write: bool = True) -> tuple[pd.DataFrame, Coreset, ClassShift]:
     from ..medmnist.coreset import Coreset
-    from ..medmnist.selection import score_run, select_coreset
+    from ..medmnist.selection import coreset_shift, resolve_auto, score_run, select_coreset
 
     frame = score_run(args.run, _score_config(args))
-    ids = select_coreset(frame, args.method, args.rate, class_balance=args.class_balance,
-                         hard_prune=args.hard_prune, seed=args.seed)
+    options = dict(class_norm=args.class_norm, hard_prune=args.hard_prune, seed=args.seed)
+    ids = select_coreset(frame, args.method, args.rate, class_balance=args.class_balance, **options)
+    balance = args.class_balance
+    if balance == "auto":
+        balance = resolve_auto(frame, args.method, args.rate, ids, **options)
+        print("class balance auto: " + ("the paper's selection (no class below half its share)" if balance == "off"
+                                        else "classes raised to half their share (class floor)"))
     if write:
         atomic_write_text(args.run / "scores.csv", frame.to_csv(index=False, float_format="%.6g"))
-    return frame, Coreset(args.method, args.rate, args.seed, ids, args.class_balance)
+    return frame, Coreset(args.method, args.rate, args.seed, ids, balance, args.class_norm), coreset_shift(frame, ids)
+
+
+def _report_shift(shift: ClassShift) -> None:
+    """The class distribution table on stdout, one warning line per shifted class on stderr."""
+    print(shift.table())
+    for line in shift.warnings():
+        print(line, file=sys.stderr)
 
 
 def run_select(args: argparse.Namespace) -> int:
-    from ..medmnist.selection import class_counts
-
     if args.output:
         check_output(args.output, inputs=[args.run / "dynamics.npz", args.run / "scores.csv"])
-    frame, coreset = _select(args)
+    frame, coreset, shift = _select(args)
     out = args.output or args.run / "coresets" / f"{coreset.name}.txt"
     atomic_write_text(out, "\n".join(map(str, coreset.ids)) + "\n")
-    print(f"kept {len(coreset.ids)} of {len(frame)} samples, per class {class_counts(frame, coreset.ids)} -> {out}")
+    print(f"kept {len(coreset.ids)} of {len(frame)} samples -> {out}")
+    _report_shift(shift)
     print(f"scores of every sample -> {args.run / 'scores.csv'}")
     return 0
 
@@ -210,16 +236,28 @@ def _add_to_tables(run: Path, row: dict) -> Path:
 
     folder = run / "coresets"
     old = pd.read_csv(folder / "results.csv").to_dict("records") if (folder / "results.csv").is_file() else []
-    full = result_row("full", 1.0, int(run_config(run)["train"]["seed"]), TrainResult.load(run), "full")
+    labels = _run_labels(run)
+    full = result_row("full", 1.0, int(run_config(run)["train"]["seed"]), TrainResult.load(run), "full",
+                      class_shift(np.arange(len(labels)), labels, np.arange(len(labels))))
     write_tables(pd.DataFrame([full] + [r for r in old if r["method"] != "full"] + [row]), folder)
     return folder / "results.csv"
+
+
+def _run_labels(run: Path) -> np.ndarray:
+    """Class label of every training row of a run (from its dynamics store)."""
+    from ..core.store import DynamicsStore
+    from ..medmnist.trainer import DYNAMICS
+
+    store = DynamicsStore.load(run / DYNAMICS)
+    labels = np.empty(int(store.ids.max()) + 1, dtype=object)
+    labels[store.ids] = store.groups
+    return labels.astype(str)
 
 
 def run_coreset(args: argparse.Namespace) -> int:
     from ..medmnist.bench import result_row
     from ..medmnist.coreset import keep_list_coreset, retrain, run_config
     from ..medmnist.distributed import teardown
-    from ..medmnist.selection import class_counts
 
     info = run_config(args.run)
     if args.keep_list is None and (args.method is None or args.rate is None):
@@ -228,16 +266,20 @@ def run_coreset(args: argparse.Namespace) -> int:
         raise DietError("--keep-list names the coreset itself: give it without --method / --rate")
     if args.keep_list is not None:
         coreset = keep_list_coreset(args.keep_list, int(info["n_train"]), args.seed)
+        labels = _run_labels(args.run)
+        shift = class_shift(np.arange(len(labels)), labels, coreset.ids)
     ctx = _context(args)
     try:
         if args.keep_list is None:
-            frame, coreset = _select(args, write=ctx.main)
+            _, coreset, shift = _select(args, write=ctx.main)
         result = retrain(args.run, coreset, schedule=args.schedule, progress=args.progress, ctx=ctx)
         if ctx.main:
+            balance = str(coreset.class_balance if coreset.class_balance is not False else "off")
+            balance = f"auto: {balance}" if args.class_balance == "auto" else balance
             table = _add_to_tables(args.run, result_row(coreset.method, coreset.rate, args.seed, result,
-                                                        args.schedule))
-            per_class = f", per class {class_counts(frame, coreset.ids)}" if args.keep_list is None else ""
-            print(f"kept {len(coreset.ids)} of {info['n_train']} samples{per_class}")
+                                                        args.schedule, shift, balance, coreset.class_norm))
+            print(f"kept {len(coreset.ids)} of {info['n_train']} samples")
+            _report_shift(shift)
             print(json.dumps(result.summary(), indent=2))
             print(f"tables: {table} and {table.with_suffix('.md')}")
     finally:
@@ -255,7 +297,8 @@ def run_bench(args: argparse.Namespace) -> int:
     try:
         results = bench(data, args.out, _train_config(args), methods=args.methods, rates=args.rates,
                         seeds=args.seeds, score_config=_score_config(args), schedule=args.schedule,
-                        class_balance=args.class_balance, hard_prune=args.hard_prune, progress=args.progress,
+                        class_balance=args.class_balance, class_norm=args.class_norm,
+                        hard_prune=args.hard_prune, progress=args.progress,
                         ctx=ctx, log=print if ctx.main else lambda _: None)
         if ctx.main:
             print(f"{len(results)} runs -> {args.out / 'results.csv'}, {args.out / 'results.md'}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from ..core.selection import MODES, ccs, select
 from ..nnunet.splits import numeric_column
 
 METHODS = tuple(SCORE_DIRECTIONS) + ("random", "ccs")
+CLASS_COLUMNS = ("class", "label", "group")  # columns taken as the class of a sample
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="keep each value of COLUMN (e.g. group) at its share")
     p.add_argument("--hard-prune", type=float, default=0.1, help="CCS: fraction of hardest (lowest AUM) dropped first")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--class-column", default=None,
+                   help=f"column with the class of each sample, for the class-distribution report (default: the "
+                        f"first of {', '.join(CLASS_COLUMNS)} the table has)")
     p.add_argument("-o", "--output", type=Path, default=None, help="file for the kept ids (default: print them)")
     p.set_defaults(func=run)
 
@@ -58,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.output, inputs=[args.table])
     table = _read_table(args.table)
     method = args.method.lower()
+    class_column = _class_column(table, args)
     column = "aum" if method == "ccs" else method
     if method != "random" and column not in table.columns:
         raise DietError(f"unknown method {args.method!r}: {args.table} has no such column; methods: "
@@ -83,4 +89,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"kept {len(ids)} of {len(table)} ids -> {args.output}")
     else:
         print(text, end="")
+    if class_column is not None:
+        _report_classes(table, class_column, ids, args)
     return 0
+
+
+def _class_column(table: pd.DataFrame, args: argparse.Namespace) -> str | None:
+    """``--class-column``, else the first of :data:`CLASS_COLUMNS` the table has (None: no report)."""
+    if args.class_column is not None and args.class_column not in table.columns:
+        raise DietError(f"--class-column {args.class_column!r}: no such column in {args.table}")
+    return args.class_column or next((c for c in CLASS_COLUMNS if c in table.columns), None)
+
+
+def _report_classes(table: pd.DataFrame, column: str, ids: np.ndarray, args: argparse.Namespace) -> None:
+    """Class distribution of the kept ids beside the table's (stdout with -o, else stderr, so the printed
+    ids stay a clean list) and one warning line on stderr per class below half its share."""
+    from ..core.class_shift import class_shift
+
+    shift = class_shift(table["id"].to_numpy(), table[column].astype(str).to_numpy(), ids)
+    print(f"per {column}:\n{shift.table()}", file=sys.stdout if args.output else sys.stderr)
+    for line in shift.warnings():
+        print(line, file=sys.stderr)

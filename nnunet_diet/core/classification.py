@@ -13,7 +13,8 @@ import numpy as np
 from .errors import DietError, require_finite_rows
 from .windows import window_moments
 
-__all__ = ["el2n", "forgetting_events", "aum", "entropy", "eva", "default_late_window"]
+__all__ = ["el2n", "forgetting_events", "aum", "entropy", "eva", "default_late_window", "class_normalise",
+           "CLASS_NORMS"]
 
 _BLOCK_ROWS = 1 << 16
 
@@ -115,3 +116,32 @@ def eva(
                 v = v / total
         parts.append(v)
     return weights[0] * parts[0] + weights[1] * parts[1]
+
+
+CLASS_NORMS = ("mean", "zscore")
+
+
+def class_normalise(scores: np.ndarray, groups: np.ndarray, how: str = "zscore") -> np.ndarray:
+    """Per-class normalisation of a score, so that a ranking compares samples with their own class.
+
+    ``mean``: s_i / mean_{c(i)} s (removes a per-class scale); ``zscore``: (s_i - mean_{c(i)} s) /
+    std_{c(i)} s (population std; removes scale and offset). NaN scores stay NaN and are left out of
+    the class statistics; a class whose statistic is 0 keeps its raw scores minus the mean.
+    """
+    if how not in CLASS_NORMS:
+        raise DietError(f"class normalisation must be one of {', '.join(CLASS_NORMS)}, got {how!r}")
+    s = np.asarray(scores, dtype=np.float64)
+    g = np.asarray(groups).astype(str)
+    if g.shape != s.shape:
+        raise DietError(f"class normalisation: {g.size} class labels for {s.size} scores")
+    out = np.full_like(s, np.nan)
+    for c in np.unique(g):
+        rows = g == c
+        v = s[rows]
+        mean = np.nanmean(v) if np.isfinite(v).any() else np.nan
+        if how == "mean":
+            out[rows] = v / mean if mean > 0 else v - mean
+        else:
+            std = np.nanstd(v) if np.isfinite(v).any() else np.nan
+            out[rows] = (v - mean) / std if std > 0 else v - mean
+    return out

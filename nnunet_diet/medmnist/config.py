@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from ..core.errors import DietError
 
-__all__ = ["TrainConfig", "METHODS", "SCHEDULES"]
+__all__ = ["TrainConfig", "METHODS", "SCHEDULES", "BALANCE"]
 
 METHODS = ("eva", "random", "forgetting", "entropy", "el2n", "aum", "ccs")  # selection methods
+BALANCE = ("off", "on", "auto")  # class-balance settings of a coreset (off = the paper)
 SCHEDULES = ("epochs", "iterations")  # coreset retraining: same epochs (EVA/DeepCore) or same iterations (CCS)
 
 
@@ -28,12 +29,14 @@ class TrainConfig:
     stem_stride: int = 1
     seed: int = 0
     eval_every: int = 1
+    amp: bool = False          # bf16 autocast on CUDA (the paper trains in fp32)
+    checkpoint_every: int = 1  # write checkpoint and dynamics every N epochs (and after the last)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(v) for v in self.layers))
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
-            raise DietError(f"epochs, batch size and eval_every must be >= 1, got {self.epochs}, "
-                            f"{self.batch_size}, {self.eval_every}")
+        if min(self.epochs, self.batch_size, self.eval_every, self.checkpoint_every) < 1:
+            raise DietError(f"epochs, batch size, eval_every and checkpoint_every must be >= 1, got {self.epochs}, "
+                            f"{self.batch_size}, {self.eval_every}, {self.checkpoint_every}")
         if not 0 <= self.min_lr <= self.lr:
             raise DietError(f"learning rates must satisfy 0 <= min_lr <= lr, got {self.min_lr} and {self.lr}")
 

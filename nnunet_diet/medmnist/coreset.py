@@ -32,11 +32,14 @@ class Coreset:
     rate: float
     seed: int
     ids: np.ndarray
-    class_balance: bool = False
+    class_balance: bool | str = False  # True / "on": every class at its share; "floor": auto's class floor
+    class_norm: str | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.method}_{self.rate:g}_seed{self.seed}" + ("_balanced" if self.class_balance else "")
+        suffix = {True: "_balanced", "on": "_balanced", "floor": "_floor"}.get(self.class_balance, "")
+        return (f"{self.method}_{self.rate:g}_seed{self.seed}" + suffix
+                + (f"_{self.class_norm}norm" if self.class_norm else ""))
 
 
 def keep_list_coreset(path: Path, n_train: int, seed: int = 0) -> Coreset:

@@ -4,8 +4,14 @@ Scores (one per training sample, from :mod:`nnunet_diet.core`): ``eva`` (Eq. 4-6
 late window of ``error_norm``), ``el2n`` (mean ``error_norm`` over an early window), ``forgetting``
 (from ``correct``), ``aum`` (mean ``margin``), ``entropy`` (of ``train_probs.npy``, the final model's
 eval pass). Coresets keep ``ceil(rate N)`` samples: the highest EVA, EL2N, forgetting and entropy, the
-lowest AUM (the directions of the EVA paper's Appendix A), CCS over AUM, or a random draw. With
-``class_balance`` each class keeps its proportional share (not for CCS, which stratifies by score).
+lowest AUM (the directions of the EVA paper's Appendix A), CCS over AUM, or a random draw.
+
+Class-shift remedies (options; the default is the paper's unbalanced selection): ``class_balance``
+``on`` keeps each class at its proportional share (not for CCS, which stratifies by score); ``auto``
+keeps the method's ranking but floors every class at half its share, the line below which
+:func:`~nnunet_diet.core.class_shift.class_shift` warns (:func:`~nnunet_diet.core.class_shift.floor_select`;
+an unshifted coreset stays exactly the paper's; CCS is left as it is); ``class_norm`` normalises the
+score within each class before ranking (:func:`~nnunet_diet.core.classification.class_normalise`).
 """
 
 from __future__ import annotations
@@ -15,15 +21,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.classification import entropy
+from ..core.class_shift import ClassShift, class_shift, floor_select
+from ..core.classification import class_normalise, entropy
 from ..core.errors import DietError, check_fraction, check_window
 from ..core.scores import SCORE_DIRECTIONS, ScoreConfig, score_table
 from ..core.selection import ccs, select
 from ..core.store import DynamicsStore
-from .config import METHODS
+from .config import BALANCE, METHODS
 from .trainer import DYNAMICS, PROBS
 
-__all__ = ["METHODS", "DIRECTIONS", "score_run", "select_coreset", "class_counts"]
+__all__ = ["METHODS", "DIRECTIONS", "BALANCE", "score_run", "select_coreset", "balance_setting", "resolve_auto",
+           "coreset_shift"]
 
 DIRECTIONS = {**SCORE_DIRECTIONS, "entropy": "top"}  # highest entropy = most uncertain first
 
@@ -62,30 +70,54 @@ def score_run(run: str | Path, config: ScoreConfig = ScoreConfig()) -> pd.DataFr
     return frame
 
 
-def select_coreset(frame: pd.DataFrame, method: str, rate: float, *, class_balance: bool = False,
-                   hard_prune: float = 0.1, seed: int = 0) -> np.ndarray:
+def balance_setting(class_balance: bool | str) -> str:
+    """``off``, ``on`` or ``auto`` (True / False stand for on / off)."""
+    if isinstance(class_balance, bool):
+        return "on" if class_balance else "off"
+    if class_balance not in BALANCE:
+        raise DietError(f"class balance must be one of {', '.join(BALANCE)}, got {class_balance!r}")
+    return class_balance
+
+
+def select_coreset(frame: pd.DataFrame, method: str, rate: float, *, class_balance: bool | str = False,
+                   class_norm: str | None = None, hard_prune: float = 0.1, seed: int = 0) -> np.ndarray:
     """Sorted ids (train rows) of the ``ceil(rate N)`` samples that ``method`` keeps.
 
-    ``hard_prune``: CCS's share of lowest-AUM samples dropped before stratifying (relative to N).
-    ``seed``: for ``random`` and the draws inside CCS strata.
+    ``class_balance``: False / ``off`` (the paper), True / ``on``, or ``auto`` (see the module docstring).
+    ``class_norm``: ``mean`` or ``zscore`` normalisation of the score within each class (not for
+    random and CCS). ``hard_prune``: CCS's share of lowest-AUM samples dropped before stratifying
+    (relative to N). ``seed``: for ``random`` and the draws inside CCS strata.
     """
     rate = check_fraction(rate, "rate")
     method = method.lower()
     if method not in METHODS:
         raise DietError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    groups = frame["group"].to_numpy() if class_balance else None
+    balance = balance_setting(class_balance)
+    if class_norm is not None and method in ("random", "ccs"):
+        raise DietError(f"class normalisation applies to a ranking score, not to {method}")
+    labels = frame["group"].to_numpy()
     if method == "ccs":
-        if class_balance:
+        if balance == "on":
             raise DietError("CCS stratifies by score, not by class: drop class balance for ccs")
         rows = ccs(frame["aum"].to_numpy(float), rate, hard_prune=hard_prune, seed=seed)
-    elif method == "random":
-        rows = select(None, rate, "random", groups=groups, seed=seed, n=len(frame))
     else:
-        rows = select(frame[method].to_numpy(float), rate, DIRECTIONS[method], groups=groups, seed=seed)
+        scores, mode = (None, "random") if method == "random" else (frame[method].to_numpy(float), DIRECTIONS[method])
+        if class_norm is not None:
+            scores = class_normalise(scores, labels, class_norm)
+        if balance == "auto":
+            rows = floor_select(scores, rate, labels, mode=mode, seed=seed)
+        else:
+            rows = select(scores, rate, mode, groups=labels if balance == "on" else None, seed=seed, n=len(frame))
     return np.sort(frame["id"].to_numpy(np.int64)[rows])
 
 
-def class_counts(frame: pd.DataFrame, ids: np.ndarray) -> dict[str, int]:
-    """Kept samples per class label (the table's ``group`` column)."""
-    kept = frame.set_index("id").loc[ids, "group"]
-    return {str(k): int(v) for k, v in kept.value_counts().sort_index().items()}
+def resolve_auto(frame: pd.DataFrame, method: str, rate: float, ids: np.ndarray, **options) -> str:
+    """What ``auto`` did to the coreset ``ids``: ``off`` (the paper's selection, unchanged) or ``floor``.
+    ``options``: the other arguments of :func:`select_coreset`."""
+    paper = select_coreset(frame, method, rate, class_balance="off", **options)
+    return "off" if np.array_equal(ids, paper) else "floor"
+
+
+def coreset_shift(frame: pd.DataFrame, ids: np.ndarray) -> ClassShift:
+    """Class distribution of the coreset ``ids`` beside the full table's (the ``group`` column)."""
+    return class_shift(frame["id"].to_numpy(), frame["group"].to_numpy(), ids)

@@ -6,7 +6,9 @@ to 1e-4, batch 256, 200 epochs, plain cross-entropy, no augmentation, inputs ``(
 Every epoch visits every sample once (shuffled, the last batch kept); the per-sample values of EVA Eq. 3
 and of the baselines are recorded from the training forward pass (:mod:`.recording`). The validation
 split is evaluated every ``eval_every`` epochs and the test split at the end, with the final model and
-with the model of the best validation epoch.
+with the model of the best validation epoch. With ``amp`` the forward passes run under bf16 autocast
+on CUDA (no loss scaling is needed for bf16; the recorded values are computed in fp32 from the bf16
+logits).
 
 A run folder holds ``config.json``, ``history.csv`` (per epoch), ``checkpoint.pt`` (rewritten every
 epoch, atomically, for resuming), ``dynamics.npz`` (the store, ids = row indices of the file's train
@@ -88,21 +90,29 @@ def _normalise(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 127.5 - 1.0
 
 
+def autocast(device: torch.device, amp: bool) -> torch.autocast:
+    """bf16 autocast on CUDA when ``amp`` (a no-op context otherwise)."""
+    if amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise DietError(f"--amp uses bf16 autocast, which {torch.cuda.get_device_name(device)} does not support")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+
+
 def run_epoch(model: torch.nn.Module, optimiser: torch.optim.Optimizer, scheduler: object, images: torch.Tensor,
               labels: torch.Tensor, ids: torch.Tensor, order: torch.Tensor, real: torch.Tensor, batch_size: int,
-              recorder: EpochRecorder | None = None, bar: tqdm | None = None) -> float:
+              recorder: EpochRecorder | None = None, bar: tqdm | None = None, amp: bool = False) -> float:
     """One pass over ``order`` (positions into ``images``) in batches; returns the mean training loss.
 
     With a ``recorder`` each batch's logits (the ones the loss uses, before the step) are recorded
-    under ``ids[position]`` (-1 where ``real`` is False: DDP padding).
+    under ``ids[position]`` (-1 where ``real`` is False: DDP padding). ``amp``: bf16 autocast on CUDA.
     """
     model.train()
     total = torch.zeros((), device=images.device)
     for start in range(0, len(order), batch_size):
         pos = order[start : start + batch_size]
         target = labels[pos]
-        logits = model(_normalise(images[pos]))
-        loss = F.cross_entropy(logits, target)
+        with autocast(images.device, amp):
+            logits = model(_normalise(images[pos]))
+            loss = F.cross_entropy(logits.float(), target)
         if recorder is not None:
             recorder.add(torch.where(real[start : start + batch_size], ids[pos], -1), logits, target)
         optimiser.zero_grad(set_to_none=True)
@@ -116,17 +126,19 @@ def run_epoch(model: torch.nn.Module, optimiser: torch.optim.Optimizer, schedule
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int, amp: bool = False) -> torch.Tensor:
     """Softmax probabilities (eval mode) of uint8 images, on the CPU."""
     model.eval()
-    out = [torch.softmax(model(_normalise(images[s : s + batch_size])).float(), 1).cpu()
-           for s in range(0, len(images), batch_size)]
+    with autocast(images.device, amp):
+        out = [torch.softmax(model(_normalise(images[s : s + batch_size])).float(), 1).cpu()
+               for s in range(0, len(images), batch_size)]
     model.train()
     return torch.cat(out)
 
 
-def _accuracy(model: torch.nn.Module, images: torch.Tensor, labels: np.ndarray, batch_size: int) -> float:
-    return float((predict(model, images, batch_size).argmax(1).numpy() == labels).mean())
+def _accuracy(model: torch.nn.Module, images: torch.Tensor, labels: np.ndarray, batch_size: int,
+              amp: bool = False) -> float:
+    return float((predict(model, images, batch_size, amp).argmax(1).numpy() == labels).mean())
 
 
 def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -147,6 +159,11 @@ def _check_rows(rows: np.ndarray, n: int, path: Path) -> np.ndarray:
     return rows
 
 
+def _results_config(config: TrainConfig) -> dict:
+    """The settings a resumed run must share with its checkpoint (all but how often it is written)."""
+    return {k: v for k, v in asdict(config).items() if k != "checkpoint_every"}
+
+
 class _Run:
     """Mutable state of one run: the epoch to start from, history, best validation model."""
 
@@ -158,6 +175,7 @@ class _Run:
     def restore(self, path: Path, expect: dict, model: torch.nn.Module, optimiser, scheduler) -> None:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         saved = {k: ckpt[k] for k in expect}
+        saved["config"] = {**_results_config(TrainConfig()), **saved["config"]}  # fields added since: defaults
         if saved != expect:
             diff = sorted(k for k in expect if saved[k] != expect[k])
             raise DietError(f"{path}: written by a run with other settings ({', '.join(diff)}); "
@@ -199,7 +217,7 @@ def train(
     out = Path(out)
     rows = _check_rows(np.arange(len(data.train)) if rows is None else rows, len(data.train), data.path)
     n, device = len(rows), ctx.device
-    expect = {"config": asdict(config), "rows": hashlib.sha256(rows.tobytes()).hexdigest(), "record": record,
+    expect = {"config": _results_config(config), "rows": hashlib.sha256(rows.tobytes()).hexdigest(), "record": record,
               "world": ctx.world, "data": str(data.path)}
     torch.manual_seed(config.seed)
     model = build_resnet(data.n_channels, data.n_classes, config.width, config.layers, config.stem_stride).to(device)
@@ -230,7 +248,7 @@ def train(
         with tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                   disable=not (progress and ctx.main)) as bar:
             start = time.perf_counter()
-            loss = run_epoch(net, optimiser, scheduler, x, y, ids, order, real, local_batch, recorder, bar)
+            loss = run_epoch(net, optimiser, scheduler, x, y, ids, order, real, local_batch, recorder, bar, config.amp)
             if recorder is not None:
                 recorder.flush(epoch)
             seconds = time.perf_counter() - start
@@ -239,14 +257,15 @@ def train(
                "val_acc": float("nan")}
         if ctx.main:
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-                row["val_acc"] = _accuracy(model, val_x, data.val.labels, config.batch_size)
+                row["val_acc"] = _accuracy(model, val_x, data.val.labels, config.batch_size, config.amp)
                 if row["val_acc"] > run.best_val:
                     run.best_val, run.best_epoch = row["val_acc"], epoch
                     run.best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
             run.history.append(row)
-            if record:
-                store.save(out / DYNAMICS)
-            run.save(out / CHECKPOINT, expect, model, optimiser, scheduler)
+            if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+                if record:
+                    store.save(out / DYNAMICS)
+                run.save(out / CHECKPOINT, expect, model, optimiser, scheduler)
             atomic_write_text(out / HISTORY, pd.DataFrame(run.history).to_csv(index=False, float_format="%.6g"))
             if on_epoch is not None:
                 on_epoch(row)
@@ -255,15 +274,15 @@ def train(
     summary = None
     probs = None
     if ctx.main:
-        final_val = _accuracy(model, val_x, data.val.labels, config.batch_size)
-        final_test = _accuracy(model, test_x, data.test.labels, config.batch_size)
+        final_val = _accuracy(model, val_x, data.val.labels, config.batch_size, config.amp)
+        final_test = _accuracy(model, test_x, data.test.labels, config.batch_size, config.amp)
         if record:
-            probs = predict(model, x, config.batch_size).numpy()
+            probs = predict(model, x, config.batch_size, config.amp).numpy()
             with atomic_open(out / PROBS, "wb") as fh:
                 np.save(fh, probs)
         model.load_state_dict(run.best_state)
         summary = TrainResult(out, n, config.epochs, config.epochs * per_epoch, final_val, final_test, run.best_val,
-                              run.best_epoch, _accuracy(model, test_x, data.test.labels, config.batch_size),
+                              run.best_epoch, _accuracy(model, test_x, data.test.labels, config.batch_size, config.amp),
                               float(sum(h["seconds"] for h in run.history))).summary()
         atomic_write_text(out / RESULT, json.dumps(summary, indent=2))
     summary = broadcast(summary)
