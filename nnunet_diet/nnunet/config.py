@@ -14,6 +14,7 @@ from the environment (validated here, echoed into the training log):
 | ``NNUNET_DIET_STOP`` | 1 | 0: only report the stop epoch, train on to num_epochs |
 | ``NNUNET_DIET_RATE`` | 0.4 | pruning rate that defines the easy / ambiguous / hard regions |
 | ``NNUNET_DIET_CENTRES`` | (none) | CSV ``id,centre`` (or a regex with one group, applied to case ids) |
+| ``NNUNET_DIET_ERROR_NORMS`` | 1 | 0: record the Dice only (what DAD needs), not the EL2N / EL2Nx baselines |
 | ``NNUNET_DIET_EXACT_EVERY`` | 0 | k > 0: exact mode (:mod:`.exact`), DAD from fixed-patch values every k epochs |
 """
 
@@ -31,6 +32,7 @@ from ..core.errors import DietError
 from ..core.scores import ScoreConfig
 from ..core.stop_rules import STOP_RULES, check_stop_rule, threshold_range
 
+SERIES = ("dice", "el2n", "el2nx")  # the per-case values of recorder.case_values
 PREFIX = "NNUNET_DIET_"
 
 
@@ -75,11 +77,18 @@ class DADConfig:
     rate: float = 0.4
     centres: str | None = None
     exact_every: int = 0
+    error_norms: bool = True
 
     @property
     def dad_series(self) -> str:
         """The series DAD, L and the stop rule use: the exact-mode Dice when exact mode is on."""
         return "dice_exact" if self.exact_every else "dice"
+
+    @property
+    def series(self) -> list[str]:
+        """The series the trainer records: Dice (and EL2N, EL2Nx), with ``*_exact`` twins in exact mode."""
+        names = list(SERIES) if self.error_norms else ["dice"]
+        return names + ([f"{n}_exact" for n in names] if self.exact_every else [])
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DADConfig:
@@ -98,6 +107,7 @@ class DADConfig:
             rate=_read(env, "RATE", float, 0.4, lambda v: 0 < v < 1, "a number in (0, 1)"),
             centres=env.get(PREFIX + "CENTRES") or None,
             exact_every=_read(env, "EXACT_EVERY", int, 0, lambda v: v >= 0, "an integer >= 0 (0: off)"),
+            error_norms=_read(env, "ERROR_NORMS", _flag, True, lambda v: True, "0 or 1"),
         )
 
     def score_config(self) -> ScoreConfig:

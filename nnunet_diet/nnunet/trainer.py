@@ -30,7 +30,7 @@ from .config import DADConfig, centre_of
 from .ddp import all_gather_sums
 from .exact import ExactEvaluator
 from .outputs import write_outputs
-from .recorder import SERIES, case_values, patch_sums
+from .recorder import case_values, patch_sums
 
 LOG_KEYS = ("dad_mean_dice", "dad_moving_distance")
 _RULE_TEST = {"paper": "stops at L / L_max <=", "spearman": "stops at >=", "kept": "stops at >=",
@@ -55,7 +55,8 @@ class _RecordingLoss(torch.nn.Module):
         if trainer._dad_keys is not None:
             out = output[0] if isinstance(output, (list, tuple)) else output
             tgt = target[0] if isinstance(target, (list, tuple)) else target
-            trainer._dad_acc.update(trainer._dad_keys, patch_sums(out, tgt, trainer.label_manager))
+            trainer._dad_acc.update(trainer._dad_keys, patch_sums(out, tgt, trainer.label_manager,
+                                                                  error_norms=trainer.dad_config.error_norms))
         return value
 
 
@@ -87,7 +88,7 @@ class nnUNetTrainerDAD(nnUNetTrainer):
             if key not in local.my_fantastic_logging:
                 local.my_fantastic_logging[key] = [np.nan] * self.current_epoch
         train_ids = [str(k) for k in self.do_split()[0]]
-        series = list(SERIES) + ([f"{name}_exact" for name in SERIES] if self.dad_config.exact_every else [])
+        series = self.dad_config.series
         groups = centre_of(train_ids, self.dad_config.centres)
         self.dad_folder.mkdir(parents=True, exist_ok=True)
         store_file = self.dad_folder / "dynamics.npz"
@@ -107,7 +108,8 @@ class nnUNetTrainerDAD(nnUNetTrainer):
                 raise DietError("exact mode (NNUNET_DIET_EXACT_EVERY) does not support cascade configurations")
             dataset_tr = self.get_tr_and_val_datasets()[0]
             self._dad_exact = ExactEvaluator(dataset_tr, train_ids, self.configuration_manager.patch_size,
-                                             self.label_manager, batch_size=self.batch_size)
+                                             self.label_manager, batch_size=self.batch_size,
+                                             error_norms=self.dad_config.error_norms)
         if self.dad_stop_epoch is not None and self.dad_config.stop:
             self.print_to_log_file(f"DAD stop rule fired at epoch {self.dad_stop_epoch}: not training on",
                                    also_print_to_console=True)
