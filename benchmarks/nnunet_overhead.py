@@ -1,10 +1,11 @@
 """What recording costs nnU-Net: per-iteration overhead, per-epoch bookkeeping, exact-mode evaluation.
 
 One in-process ``nnUNetTrainerDADAdam`` on the shipped hippocampus cases (fold 0, lite plans): each
-batch is trained twice, once through the stock ``nnUNetTrainer.train_step`` (the loss wrapper sees no
-case keys and records nothing) and once through ``nnUNetTrainerDAD.train_step`` (per-case TP/FP/FN and
-error norms from the highest-resolution output), in alternating order so that neither always runs
-first. Also timed: the end-of-epoch work (aggregate, record, DAD trajectory, atomic store save) and
+batch is trained three times, through the stock ``nnUNetTrainer.train_step`` (the loss wrapper sees no
+case keys and records nothing), through ``nnUNetTrainerDAD.train_step`` (per-case TP/FP/FN and error
+norms from the highest-resolution output) and the same with ``NNUNET_DIET_ERROR_NORMS=0`` (Dice only,
+what DAD needs), in rotating order so that none always runs first. Times are the process's CPU time
+(all torch threads): on a machine shared with other jobs the wall time swings, CPU time much less. Also timed: the end-of-epoch work (aggregate, record, DAD trajectory, atomic store save) and
 one exact-mode evaluation of every training case on its fixed patch.
 
 Run:  .venv/bin/python benchmarks/nnunet_overhead.py [--work /tmp/diet_bench] [--iterations 100]
@@ -14,6 +15,7 @@ Run:  .venv/bin/python benchmarks/nnunet_overhead.py [--work /tmp/diet_bench] [-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -59,26 +61,39 @@ def main() -> None:
             torch.cuda.synchronize()
         return clock() - t0
 
-    stock = lambda b: nnUNetTrainer.train_step(trainer, b)  # noqa: E731
-    dad = trainer.train_step
+    full, dice_only = trainer.dad_config, dataclasses.replace(trainer.dad_config, error_norms=False)
+
+    def recording(config):
+        def step(batch):
+            trainer.dad_config = config
+            return trainer.train_step(batch)
+        return step
+
+    variants = {"stock": lambda b: nnUNetTrainer.train_step(trainer, b),
+                "with recording": recording(full), "Dice only (NNUNET_DIET_ERROR_NORMS=0)": recording(dice_only)}
     for _ in range(3):  # warm-up
-        dad(next(trainer.dataloader_train))
-    t_stock, t_dad = [], []
+        variants["with recording"](next(trainer.dataloader_train))
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
     for i in range(args.iterations):
         batch = next(trainer.dataloader_train)
-        pairs = [(stock, t_stock), (dad, t_dad)]
-        for fn, out in (pairs if i % 2 == 0 else pairs[::-1]):
-            out.append(timed(fn, batch))
+        for name in names[i % 3:] + names[:i % 3]:
+            trainer._dad_acc.reset()  # the two recording variants record different quantities
+            times[name].append(timed(variants[name], batch))
+    trainer._dad_acc.reset()
+    variants["with recording"](next(trainer.dataloader_train))  # full sums for the end-of-epoch timing
 
     # the added work alone: patch_sums on one real (output, target) pair, as the loss wrapper calls it
     batch = next(trainer.dataloader_train)
     with torch.no_grad():
         output = trainer.network(batch["data"].to(trainer.device))
     target = [t.to(trainer.device) for t in batch["target"]]
-    t0 = clock()
-    for _ in range(50):
-        patch_sums(output[0], target[0], trainer.label_manager)
-    t_sums = (clock() - t0) / 50
+    t_sums = {}
+    for norms in (True, False):
+        t0 = clock()
+        for _ in range(50):
+            patch_sums(output[0], target[0], trainer.label_manager, error_norms=norms)
+        t_sums[norms] = (clock() - t0) / 50
 
     t0 = time.perf_counter()
     ids, sums = all_gather_sums(trainer._dad_acc).aggregate()
@@ -100,20 +115,21 @@ def main() -> None:
     evaluator.evaluate(trainer.network, trainer.device)
     t_exact = time.perf_counter() - t0
 
-    med_s, med_d = statistics.median(t_stock), statistics.median(t_dad)
-    mean_s, mean_d = float(np.mean(t_stock)), float(np.mean(t_dad))
+    kind = "process CPU" if clock is time.process_time else "wall"
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {args.device}; plans {plans_name} "
           f"(patch {list(trainer.configuration_manager.patch_size)}, batch {trainer.batch_size}); "
           f"{len(train_ids)} training cases; {args.iterations} batches")
-    print(f"| per iteration ({'process CPU' if clock is time.process_time else 'wall'} time) | stock train_step "
-          "| with recording | overhead |")
-    print("|---|---|---|---|")
-    print(f"| median | {med_s * 1e3:.1f} ms | {med_d * 1e3:.1f} ms | {100 * (med_d / med_s - 1):+.2f} % |")
-    print(f"| mean | {mean_s * 1e3:.1f} ms | {mean_d * 1e3:.1f} ms | {100 * (mean_d / mean_s - 1):+.2f} % |")
-    kind = "CPU" if clock is time.process_time else "wall"
-    print(f"patch_sums alone (the work recording adds per iteration): {t_sums * 1e3:.1f} ms "
-          f"= {100 * t_sums / med_s:.2f} % of the median stock iteration ({kind} time)")
+    print(f"| per iteration ({kind} time) | median | overhead | mean | overhead |")
+    print("|---|---|---|---|---|")
+    med_s, mean_s = statistics.median(times["stock"]), float(np.mean(times["stock"]))
+    for name, t in times.items():
+        med, mean = statistics.median(t), float(np.mean(t))
+        print(f"| {name} | {med * 1e3:.1f} ms | {100 * (med / med_s - 1):+.2f} % | {mean * 1e3:.1f} ms | "
+              f"{100 * (mean / mean_s - 1):+.2f} % |")
+    for norms, label in ((True, "with error norms"), (False, "Dice only")):
+        print(f"patch_sums alone ({label}; the work recording adds per iteration): {t_sums[norms] * 1e3:.2f} ms "
+              f"= {100 * t_sums[norms] / med_s:.2f} % of the median stock iteration ({kind} time)")
     print(f"end of epoch: record {t_record * 1e3:.2f} ms; DAD trajectory + atomic save of a "
           f"{len(train_ids)} x 200 store {t_epoch_end * 1e3:.1f} ms")
     print(f"exact mode: one evaluation of {len(train_ids)} cases {t_exact:.2f} s "

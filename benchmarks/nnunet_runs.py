@@ -78,15 +78,16 @@ class NnunetRuns:
                 return index
         return len(splits) - 1
 
-    def repeat(self, fold: int) -> int:
-        """A second fold with ``fold``'s training and validation lists (the first such copy, else appended),
+    def repeat(self, fold: int, copy: int = 1) -> int:
+        """The ``copy``-th other fold with ``fold``'s training and validation lists (appended when missing),
         to train the same data again and see how much one training run varies."""
         splits = self.splits()
         same = [i for i, f in enumerate(splits) if i != fold and _same_lists(f, splits[fold])]
-        if same:
-            return same[0]
-        write_splits(self.splits_file, splits + [dict(splits[fold])])
-        return len(splits)
+        missing = max(0, copy - len(same))
+        if missing:
+            write_splits(self.splits_file, splits + [dict(splits[fold]) for _ in range(missing)])
+            same += list(range(len(splits), len(splits) + missing))
+        return same[copy - 1]
 
 
 def _same_lists(a: dict, b: dict) -> bool:

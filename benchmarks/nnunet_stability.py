@@ -1,88 +1,123 @@
-"""Ranking stability of nnUNetTrainerDAD: online vs exact mode, at the stop epoch vs a longer run.
+"""Ranking stability of nnUNetTrainerDAD and every stop rule, online vs exact mode, on reference runs.
 
-One real ``nnUNetv2_train`` run of ``nnUNetTrainerDADAdam_{E}epochs_{I}iters`` on the shipped
-hippocampus cases (fold 0, lite plans) with the stop rule reporting only (``NNUNET_DIET_STOP=0``) and
-exact mode on (``NNUNET_DIET_EXACT_EVERY=k``), so that both modes are recorded in the same run. For
-each mode: where the stop rule fires, the compute used by then, and how the DAD ranking at the stop
-window compares with the ranking at the last window of the run (top-40 % overlap, kept-set overlap of
-keep-ambiguous pruning at 0.4, Spearman) — ``benchmarks/stop_rule.py``'s measures. Exact mode's cost
-comes from the training log.
+Real ``nnUNetv2_train`` runs of ``nnUNetTrainerDADAdam_{E}epochs_{I}iters`` (lite plans, fold 0 and
+``--repeats - 1`` copies of it: the same cases trained again; nnU-Net does not seed its runs) with the stop
+rule reporting only (``NNUNET_DIET_STOP=0``) and exact mode on (``NNUNET_DIET_EXACT_EVERY=k``), so both
+modes are recorded in the same run. Each recorded run is then evaluated offline, for each mode and each
+stop-rule setting of ``benchmarks/stop_rule.py`` (the same core functions the trainer calls): where the
+rule fires, the compute used by then, and how the DAD ranking at the stop window compares with the ranking
+at the last window of the run (top-40 % overlap, kept-set overlap of keep-ambiguous pruning at 0.4,
+Spearman). Also: the ranking at fixed budgets, and how close online DAD is to exact DAD window by window
+(Spearman, cases unscored online). Finished trainings are reused; exact mode's cost comes from the logs.
 
-Run:  .venv/bin/python benchmarks/nnunet_stability.py [--epochs 100 --iterations 10 --window 5 --exact-every 1]
+Run:  .venv/bin/python benchmarks/nnunet_stability.py --raw nnunet_diet/examples/hippocampus40 --dataset-id 990 \\
+          [--configuration 3d_fullres --epochs 50 --iterations 10 --window 5 --exact-every 1 --repeats 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stop_rule import compare  # noqa: E402
+from nnunet_runs import NnunetRuns  # noqa: E402
+from stop_rule import SETTINGS, TABLE_HEAD, compare, evaluate, fixed_budget, table_row  # noqa: E402
 
-from nnunet_diet.cli.pipeline import BIN, nnunet_env, prepare  # noqa: E402
-from nnunet_diet.core import DynamicsStore, dad_trajectory  # noqa: E402
+from nnunet_diet.core import DynamicsStore, dad_windows  # noqa: E402
+from nnunet_diet.core.stop_rules import spearman  # noqa: E402
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "nnunet_diet" / "examples" / "hippocampus40"
+MODES = (("online", "dice"), ("exact", "dice_exact"))
+BUDGETS = (0.2, 0.3, 0.5)
+
+
+def _mean(values: list[float]) -> str:
+    finite = [v for v in values if np.isfinite(v)]
+    return f"{np.mean(finite):.2f} ({min(finite):.2f})" if finite else "-"
+
+
+def online_vs_exact(store: DynamicsStore, window: int) -> tuple[float, float]:
+    """Mean over windows of Spearman(online DAD, exact DAD) and of the share of cases without an online DAD."""
+    online, exact = dad_windows(store["dice"], window)[0], dad_windows(store["dice_exact"], window)[0]
+    rho, unscored = [], []
+    for a, b in zip(online, exact):
+        seen = np.isfinite(a) & np.isfinite(b)
+        unscored.append(1 - np.isfinite(a).mean())
+        if seen.sum() >= 3:
+            rho.append(spearman(a[seen], b[seen]))
+    return float(np.nanmean(rho)), float(np.mean(unscored))
+
+
+def report(stores: list[DynamicsStore], window: int) -> list[str]:
+    lines = ["### Every run", "", *TABLE_HEAD]
+    outcomes = {}
+    for r, store in enumerate(stores):
+        for mode, series in MODES:
+            for setting in SETTINGS:
+                out = evaluate(store[series], window, setting)
+                outcomes.setdefault((mode, str(setting)), []).append(out)
+                lines.append(table_row(f"repeat {r}, {mode} | {setting}", out))
+    lines += ["", f"### Over the {len(stores)} runs: mean (worst); fired = runs where the rule fired", "",
+              "| mode | rule | fired | stop epoch | compute used | top-40 % overlap | kept overlap | Spearman |",
+              "|---|---|---|---|---|---|---|---|"]
+    for (mode, setting), outs in outcomes.items():
+        fired = [o for o in outs if o.stop_epoch is not None]
+        stops = ", ".join(str(o.stop_epoch) if o.stop_epoch is not None else "never" for o in outs)
+        lines.append(f"| {mode} | {setting} | {len(fired)}/{len(outs)} | {stops} | "
+                     f"{_mean([o.used for o in outs])} | {_mean([o.top for o in outs])} | "
+                     f"{_mean([o.kept for o in outs])} | {_mean([o.rho for o in outs])} |")
+    lines += ["", "### Fixed budgets: top-40 % overlap with the end, mean (worst) over the runs", "",
+              "| budget | " + " | ".join(m for m, _ in MODES) + " |", "|---|" + "---|" * len(MODES)]
+    for share in BUDGETS:
+        cells = []
+        for _, series in MODES:
+            tops = [fixed_budget(s[series], window, share)[1][0] for s in stores]
+            cells.append(_mean(tops))
+        lines.append(f"| {share:.0%} (epoch {fixed_budget(stores[0]['dice'], window, share)[0]}) | "
+                     + " | ".join(cells) + " |")
+    pairs = [online_vs_exact(s, window) for s in stores]
+    lines += ["", "online vs exact DAD, window by window, mean over windows and runs: Spearman "
+              f"{np.mean([p[0] for p in pairs]):.2f}; cases without an online DAD {np.mean([p[1] for p in pairs]):.0%}",
+              "online at the end vs exact at the end: top-40 % overlap "
+              + _mean([compare(dad_windows(s["dice"], window)[0][-1], dad_windows(s["dice_exact"], window)[0][-1])[0]
+                       for s in stores])]
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("/tmp/diet_bench"))
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--iterations", type=int, default=10)
-    parser.add_argument("--window", type=int, default=5)
-    parser.add_argument("--exact-every", type=int, default=1)
-    parser.add_argument("--threshold", type=float, default=0.01)
+    NnunetRuns.add_arguments(parser, "3d_fullres", "/tmp/diet_stab", 50)
+    parser.add_argument("--repeats", type=int, default=2, help="trainings of fold 0's cases (>= 1)")
+    parser.add_argument("--no-train", action="store_true", help="only evaluate the runs already finished")
+    parser.add_argument("--out", type=Path, help="also write the tables to this file")
     args = parser.parse_args()
 
-    work = args.work.resolve()
-    env = nnunet_env(work, NNUNET_DIET_STOP="0", NNUNET_DIET_WINDOW=str(args.window),
-                     NNUNET_DIET_EXACT_EVERY=str(args.exact_every), nnUNet_n_proc_DA="0")
-    name = prepare(EXAMPLE, 990, env, work / "logs")
-    trainer = f"nnUNetTrainerDADAdam_{args.epochs}epochs_{args.iterations}iters"
-    fold = Path(env["nnUNet_results"]) / name / f"{trainer}__nnUNetPlans_lite__3d_fullres" / "fold_0"
-    if not (fold / "checkpoint_final.pth").is_file():
-        t0 = time.time()
-        with open(work / "logs" / f"{trainer}.log", "w") as log:
-            subprocess.run([str(BIN / "nnUNetv2_train"), "990", "3d_fullres", "0", "-tr", trainer, "-p",
-                            "nnUNetPlans_lite", "-device", "cpu"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                           check=True)
-        print(f"training: {time.time() - t0:.0f} s")
-    store = DynamicsStore.load(fold / "dad" / "dynamics.npz")
-    text = "".join(p.read_text() for p in sorted(fold.glob("training_log_*.txt")))
-    exact_s = [float(s) for s in re.findall(r"evaluated on fixed patches in ([\d.]+) s", text)]
-    epoch_s = [float(s) for s in re.findall(r"Epoch time: ([\d.]+) s", text)]
-
-    print(f"{store.n_samples} training cases, {store.n_epochs} epochs x {args.iterations} iterations, "
-          f"window {args.window}, threshold {args.threshold}; exact mode every {args.exact_every} epoch(s)")
-    print("| mode | stop epoch | compute used | top-40 % overlap | kept overlap | Spearman | cases unscored at stop |")
-    print("|---|---|---|---|---|---|---|")
-    for mode, series in (("online", "dice"), ("exact", "dice_exact")):
-        traj = dad_trajectory(store[series], args.window, threshold=args.threshold)
-        L = ", ".join(f"{v:.3g}" for v in traj.moving_distance[1:])
-        if traj.stop is None:
-            print(f"| {mode} | never | - | - | - | - | - |")
-        else:
-            top, kept, rho = compare(traj.dad[traj.stop], traj.dad[-1])
-            unscored = int((~np.isfinite(traj.dad[traj.stop])).sum())
-            print(f"| {mode} | {traj.stop_epoch} | {(traj.stop_epoch + 1) / store.n_epochs:.0%} | {top:.2f} | "
-                  f"{kept:.2f} | {rho:.2f} | {unscored} |")
-        print(f"  L ({mode}): {L}", file=sys.stderr)
-    online, exact = (dad_trajectory(store[s], args.window) for s in ("dice", "dice_exact"))
-    for share in (0.1, 0.2, 0.3, 0.5):  # fixed budgets, whatever the stop rule says
-        w = max(1, round(share * len(online.dad))) - 1
-        on, ex = compare(online.dad[w], online.dad[-1])[0], compare(exact.dad[w], exact.dad[-1])[0]
-        print(f"at epoch {online.window_end_epochs[w]} ({share:.0%} of the run): top-40 % overlap with the end: "
-              f"online {on:.2f}, exact {ex:.2f}")
-    if exact_s and epoch_s:
-        print(f"exact mode: {np.mean(exact_s):.2f} s per evaluation of {store.n_samples} cases; mean epoch time "
-              f"(training + validation + exact) {np.mean(epoch_s):.2f} s")
+    runs = NnunetRuns.from_args(args)
+    stores, exact_s = [], []
+    for r in range(args.repeats):
+        fold = 0 if r == 0 else runs.repeat(0, r)
+        folder = runs.results / f"fold_{fold}"
+        if not args.no_train:
+            runs.train(fold, NNUNET_DIET_EXACT_EVERY=str(args.exact_every))
+        if not (folder / "dad" / "summary.json").is_file():
+            print(f"repeat {r} (fold {fold}): not finished, left out")
+            continue
+        stores.append(DynamicsStore.load(folder / "dad" / "dynamics.npz"))
+        text = "".join(p.read_text() for p in sorted(folder.glob("training_log_*.txt")))
+        exact_s += [float(s) for s in re.findall(r"evaluated on fixed patches in ([\d.]+) s", text)]
+    if not stores:
+        raise SystemExit("no finished run to evaluate")
+    head = (f"{runs.name}, {runs.c}: {stores[0].n_samples} training cases, {stores[0].n_epochs} epochs x "
+            f"{args.iterations} iterations, window {args.window}, exact mode every {args.exact_every} epoch(s); "
+            f"{len(stores)} run(s)" + (f"; exact mode {np.median(exact_s):.2f} s per evaluation (median)"
+                                       if exact_s else ""))
+    text = "\n".join([head, "", *report(stores, args.window)])
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -220,6 +220,34 @@ def test_stop_rule_ends_the_run_and_continue_does_not_train_on(nnunet_root):
     assert f"DAD stop rule fired at epoch {stop}: not training on" in log
 
 
+def test_killed_after_the_stop_before_its_checkpoint_continue_trains_to_the_stop_again(nnunet_root):
+    # the stop is written to state.json at the end of the stop epoch's training part; a kill during its
+    # validation leaves checkpoint_latest one epoch behind: --c must not stop on that older model
+    import torch
+
+    env = _env(nnunet_root, NNUNET_DIET_ABSOLUTE="1", NNUNET_DIET_THRESHOLD="0.999")
+    trainer = "nnUNetTrainerDADAdam_20epochs_3iters"
+    folder = _fold_folder(nnunet_root, 3, trainer)
+    _train(env, 3, trainer)
+    stop = json.loads((folder / "dad" / "state.json").read_text())["stop_epoch"]
+    assert stop is not None and stop < 19
+    checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    checkpoint["current_epoch"] = stop  # as saved at the end of epoch stop - 1
+    checkpoint["logging"] = {k: v[:stop] for k, v in checkpoint["logging"].items()}
+    torch.save(checkpoint, folder / "checkpoint_latest.pth")
+    (folder / "checkpoint_final.pth").unlink()
+    _train(env, 3, trainer, "--c")
+    log = "".join(p.read_text() for p in sorted(folder.glob("training_log_*.txt")))
+    assert f"the stop at epoch {stop} is past the checkpoint (epoch {stop})" in log
+    summary = json.loads((folder / "dad" / "summary.json").read_text())
+    store = DynamicsStore.load(folder / "dad" / "dynamics.npz")
+    final = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    new_stop = summary["stop_epoch"]
+    assert new_stop is not None and new_stop >= stop  # trained on from the checkpoint until the rule fired
+    assert store.n_epochs == summary["epochs_trained"] == new_stop + 1 == final["current_epoch"]
+    assert np.isfinite(store["dice"][:, stop]).any()  # the stop epoch was trained and recorded again
+
+
 def test_pipeline_command_runs_every_step(nnunet_root, tmp_path):
     raw = tmp_path / "Hippo10"
     shutil.copytree(nnunet_root / "raw" / DATASET, raw)

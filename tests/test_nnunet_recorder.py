@@ -94,3 +94,51 @@ def test_patches_of_one_case_are_pooled_before_dice():
     assert ids == ["case_a"]
     # pooled: TP 4, FP 4, FN 4 -> 8 / 16; the mean of per-patch Dice would be (2/3 + 0) / 2
     assert case_values(sums)["dice"][0] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("classes", [2, 3, 12])
+def test_argmax_ties_take_the_first_class_as_nnunet(classes):
+    g = torch.Generator().manual_seed(3)
+    lm = LabelManager({"background": 0, **{f"c{k}": k for k in range(1, classes)}}, None)
+    output = torch.randint(0, 3, (2, classes, 4, 5, 6), generator=g).float()  # many tied logits
+    target = torch.randint(0, classes, (2, 1, 4, 5, 6), generator=g)
+    sums = patch_sums(output, target, lm)
+    tp, fp, fn, _ = get_tp_fp_fn_tn(_onehot(output.argmax(1, keepdim=True), classes), target, axes=AXES)
+    for key, ref in (("tp", tp), ("fp", fp), ("fn", fn)):
+        np.testing.assert_array_equal(sums[key], ref[:, 1:].numpy())
+
+
+def test_dice_only_recording_gives_the_same_counts_and_no_error_norms():
+    g = torch.Generator().manual_seed(4)
+    lm = LabelManager({"background": 0, "anterior": 1, "posterior": 2}, None)
+    output = torch.randn(2, 3, 6, 7, 8, generator=g) * 3
+    target = torch.randint(0, 3, (2, 1, 6, 7, 8), generator=g)
+    full, counts = patch_sums(output, target, lm), patch_sums(output, target, lm, error_norms=False)
+    assert set(counts) == {"tp", "fp", "fn"}
+    for key in counts:
+        np.testing.assert_array_equal(counts[key], full[key])
+    assert set(case_values(counts)) == {"dice"}
+    np.testing.assert_array_equal(case_values(counts)["dice"], case_values(full)["dice"])
+
+
+@pytest.mark.parametrize("regions", [False, True])
+def test_sums_are_fp32_under_autocast(regions):
+    # nnU-Net computes the loss (and so calls patch_sums) inside autocast; on CUDA the network output is
+    # fp16 and reductions like einsum would run in half precision. CPU autocast (bf16) shows the same.
+    g = torch.Generator().manual_seed(5)
+    if regions:
+        lm = LabelManager({"background": 0, "whole": (1, 2), "core": 2}, regions_class_order=[1, 2])
+        target = torch.randint(0, 2, (2, 2, 8, 9, 10), generator=g)
+    else:
+        lm = LabelManager({"background": 0, "anterior": 1, "posterior": 2}, None)
+        target = torch.randint(0, 3, (2, 1, 8, 9, 10), generator=g)
+    output = torch.randn(2, 2 if regions else 3, 8, 9, 10, generator=g) * 3
+    reference = patch_sums(output, target, lm)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = patch_sums(output, target, lm)
+        half_output = patch_sums(output.bfloat16(), target, lm)  # what an autocast forward pass returns
+    for key, value in reference.items():
+        np.testing.assert_array_equal(inside[key], value)
+    expected = patch_sums(output.bfloat16().float(), target, lm)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(half_output[key], value)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import DietError, require_finite_rows
+from .stop_rules import check_stop_rule, first_stop, stop_criterion
 from .windows import consecutive_window_moments
 
 __all__ = ["DADTrajectory", "dad_windows", "moving_distance", "stop_window", "dad_trajectory"]
@@ -77,22 +78,9 @@ def stop_window(L: np.ndarray, *, threshold: float = 0.01, patience: int = 1) ->
     A window that sets a new maximum can never satisfy the rule, so it fires only after L has
     peaked; only a positive maximum counts (the signed L can be negative). ``patience`` > 1 asks
     for the condition in that many consecutive windows (a guard against a signed sum that dips
-    through cancellation); 1 is the paper's rule.
+    through cancellation); 1 is the paper's rule. The ``paper`` rule of :mod:`.stop_rules`.
     """
-    if not 0 < threshold < 1:
-        raise DietError(f"threshold must be in (0, 1), got {threshold}")
-    if patience < 1:
-        raise DietError(f"patience must be >= 1, got {patience}")
-    l_max = -np.inf
-    run = 0
-    for w, value in enumerate(np.asarray(L, dtype=np.float64)):
-        if not np.isfinite(value):
-            continue
-        l_max = max(l_max, value)
-        run = run + 1 if l_max > 0 and value <= threshold * l_max else 0
-        if run >= patience:
-            return w
-    return None
+    return first_stop("paper", stop_criterion("paper", L), L, threshold=threshold, patience=patience)
 
 
 @dataclass(frozen=True)
@@ -104,6 +92,8 @@ class DADTrajectory:
     sigma: np.ndarray           # windows x samples
     moving_distance: np.ndarray  # windows; L[0] is NaN
     stop: int | None            # window index, None if the rule never fired
+    rule: str = "paper"         # the stop rule (:mod:`.stop_rules`)
+    criterion: np.ndarray | None = None  # the rule's criterion per window
 
     @property
     def window_end_epochs(self) -> np.ndarray:
@@ -127,10 +117,17 @@ def dad_trajectory(
     *,
     ignore_zeros: bool = False,
     absolute: bool = False,
-    threshold: float = 0.01,
+    threshold: float | None = None,
     patience: int = 1,
+    rule: str = "paper",
+    rate: float = 0.4,
 ) -> DADTrajectory:
-    """DAD and sigma per window, the moving distance curve and the stop window in one call."""
+    """DAD and sigma per window, the moving distance curve and the stop window of ``rule``
+    (:mod:`.stop_rules`; ``threshold`` None: the rule's default, 0.01 for the paper's) in one call."""
+    check_stop_rule(rule, threshold)
     dad, sigma = dad_windows(dice, window, ignore_zeros=ignore_zeros)
     L = moving_distance(dad, sigma, absolute=absolute)
-    return DADTrajectory(int(window), dad, sigma, L, stop_window(L, threshold=threshold, patience=patience))
+    crit = stop_criterion(rule, L, dad=dad, sigma=sigma, dice=dice, window=window, rate=rate,
+                          ignore_zeros=ignore_zeros)
+    stop = first_stop(rule, crit, L, threshold=threshold, patience=patience)
+    return DADTrajectory(int(window), dad, sigma, L, stop, rule, crit)

@@ -9,6 +9,7 @@ import numpy as np
 from .classification import aum, el2n, eva, forgetting_events
 from .dad import dad_trajectory
 from .selection import regions
+from .stop_rules import check_stop_rule
 from .store import DynamicsStore
 
 __all__ = ["ScoreConfig", "score_table", "SCORE_DIRECTIONS"]
@@ -32,7 +33,8 @@ class ScoreConfig:
     dad_series: str = "dice"              # series DAD is computed from ("dice_exact": exact mode)
     ignore_zeros: bool = False            # DAD code's non-zero averaging
     absolute: bool = False                # moving distance: |dDAD| + |dsigma| instead of the signed sum
-    threshold: float = 0.01               # stop when L <= threshold * L_max
+    stop_rule: str = "paper"              # stop rule (core.stop_rules): paper, spearman, kept, noise
+    threshold: float | None = 0.01        # the rule's threshold (paper: L <= threshold * L_max); None: its default
     patience: int = 1                     # consecutive windows the stop condition must hold
     rate: float = 0.4                     # pruning rate that defines the data-map regions
     el2n_window: tuple[int, int] = (0, 10)
@@ -67,7 +69,8 @@ def score_table(store: DynamicsStore, config: ScoreConfig = ScoreConfig()) -> tu
     summary: dict = {"n_samples": store.n_samples, "n_epochs": store.n_epochs, "series": store.names}
     if config.dad_series in store:
         traj = dad_trajectory(store[config.dad_series], config.window, ignore_zeros=config.ignore_zeros,
-                              absolute=config.absolute, threshold=config.threshold, patience=config.patience)
+                              absolute=config.absolute, threshold=config.threshold, patience=config.patience,
+                              rule=config.stop_rule, rate=config.rate)
         dad, sigma = traj.at()
         cols["dad"], cols["sigma"] = dad.astype(np.float64), sigma.astype(np.float64)
         cols["region"] = regions(cols["dad"], config.rate)
@@ -80,6 +83,9 @@ def score_table(store: DynamicsStore, config: ScoreConfig = ScoreConfig()) -> tu
             dad_series=config.dad_series,
             dad_window=config.window,
             dad_scored_at_epoch=int(traj.window_end_epochs[traj.stop if traj.stop is not None else -1]),
+            stop_rule=config.stop_rule,
+            stop_threshold=check_stop_rule(config.stop_rule, config.threshold),
+            stop_criterion=[None if not np.isfinite(v) else float(v) for v in traj.criterion],
             stop_epoch=traj.stop_epoch,
             L_max=float(np.nanmax(L)) if np.isfinite(L).any() else None,
             moving_distance=[None if not np.isfinite(v) else float(v) for v in L],

@@ -69,12 +69,13 @@ class ExactEvaluator:
     the CPU when they fit ``cache_bytes``, else re-read each evaluation."""
 
     def __init__(self, dataset, identifiers: Sequence[str], patch_size: Sequence[int], label_manager,
-                 *, batch_size: int = 2, cache_bytes: int = 2 * 1024**3) -> None:
+                 *, batch_size: int = 2, cache_bytes: int = 2 * 1024**3, error_norms: bool = True) -> None:
         self.dataset = dataset
         self.identifiers = [str(i) for i in identifiers]
         self.patch_size = tuple(int(p) for p in patch_size)
         self.label_manager = label_manager
         self.batch_size = max(1, int(batch_size))
+        self.error_norms = error_norms
         self._centres: dict[str, tuple[int | None, tuple[int, ...]]] = {}  # (2D slice, centre)
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._cache_left = cache_bytes  # bytes the cache may still take
@@ -115,7 +116,7 @@ class ExactEvaluator:
                 with torch.autocast(device.type, enabled=device.type == "cuda"):  # as validation_step
                     out = network(x)
                 acc.update(ids, patch_sums(out[0] if isinstance(out, (list, tuple)) else out, y,
-                                           self.label_manager))
+                                           self.label_manager, error_norms=self.error_norms))
         finally:
             network.train(was_training)
         return acc

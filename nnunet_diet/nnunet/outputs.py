@@ -24,5 +24,5 @@ def write_outputs(store: DynamicsStore, config: DADConfig, folder: Path, *, num_
     }
     table, summary = write_score_table(store, config.score_config(), folder / "scores.csv",
                                        folder / "summary.json", extra)
-    write_dad_plots(table, summary, folder, config.window, config.threshold)
+    write_dad_plots(table, summary, folder, config.window, config.threshold if config.stop_rule == "paper" else None)
     return summary

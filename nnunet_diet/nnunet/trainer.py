@@ -35,9 +35,11 @@ from .config import DADConfig, centre_of
 from .ddp import all_gather_sums
 from .exact import ExactEvaluator
 from .outputs import write_outputs
-from .recorder import SERIES, case_values, patch_sums
+from .recorder import case_values, patch_sums
 
 LOG_KEYS = ("dad_mean_dice", "dad_moving_distance")
+_RULE_TEST = {"paper": "stops at L / L_max <=", "spearman": "stops at >=", "kept": "stops at >=",
+              "noise": "stops at L_abs / floor <="}
 
 
 class _DADStop(Exception):
@@ -58,7 +60,8 @@ class _RecordingLoss(torch.nn.Module):
         if trainer._dad_keys is not None:
             out = output[0] if isinstance(output, (list, tuple)) else output
             tgt = target[0] if isinstance(target, (list, tuple)) else target
-            trainer._dad_acc.update(trainer._dad_keys, patch_sums(out, tgt, trainer.label_manager))
+            trainer._dad_acc.update(trainer._dad_keys, patch_sums(out, tgt, trainer.label_manager,
+                                                                  error_norms=trainer.dad_config.error_norms))
         return value
 
 
@@ -97,27 +100,19 @@ class DADRecordingMixin:
             if key not in local.my_fantastic_logging:
                 local.my_fantastic_logging[key] = [np.nan] * self.current_epoch
         train_ids = [str(k) for k in self.do_split()[0]]
-        series = list(SERIES) + ([f"{name}_exact" for name in SERIES] if self.dad_config.exact_every else [])
+        series = self.dad_config.series
         groups = centre_of(train_ids, self.dad_config.centres)
         self.dad_folder.mkdir(parents=True, exist_ok=True)
         store_file = self.dad_folder / "dynamics.npz"
+        fresh = DynamicsStore(train_ids, series, groups=groups, capacity=self.num_epochs, metadata={
+            "source": "nnUNetTrainerDAD", "trainer": self.__class__.__name__, "fold": self.fold,
+            "configuration": self.configuration_name, "plans": self.plans_manager.plans_name,
+            "dataset": self.plans_manager.dataset_name, "num_epochs": self.num_epochs,
+            "num_iterations_per_epoch": self.num_iterations_per_epoch, "dad": vars(self.dad_config)})
         if self.current_epoch > 0 and store_file.is_file():  # --c: continue the records of this run
-            store = DynamicsStore.load(store_file)
-            if sorted(store.ids) != sorted(train_ids):
-                raise DietError(f"{store_file}: recorded cases differ from the training cases of fold {self.fold}")
-            if not set(series) <= set(store.names):
-                raise DietError(f"{store_file}: recorded without exact mode; resume with NNUNET_DIET_EXACT_EVERY=0 "
-                                "or start a new run")
-            store.truncate(self.current_epoch)  # epochs after the checkpoint are trained (and recorded) again
-            self.dad_store = store
-            state = json.loads(self._state_file().read_text()) if self._state_file().is_file() else {}
-            self.dad_stop_epoch = state.get("stop_epoch")
+            self.dad_store, self.dad_stop_epoch = self._resumed_records(store_file, fresh)
         else:
-            self.dad_store = DynamicsStore(train_ids, series, groups=groups, capacity=self.num_epochs, metadata={
-                "source": "nnUNetTrainerDAD", "trainer": self.__class__.__name__, "fold": self.fold,
-                "configuration": self.configuration_name, "plans": self.plans_manager.plans_name,
-                "dataset": self.plans_manager.dataset_name, "num_epochs": self.num_epochs,
-                "num_iterations_per_epoch": self.num_iterations_per_epoch, "dad": vars(self.dad_config)})
+            self.dad_store = fresh
             if self.local_rank == 0:
                 self._state_file().unlink(missing_ok=True)
         if self.dad_config.exact_every:
@@ -125,11 +120,28 @@ class DADRecordingMixin:
                 raise DietError("exact mode (NNUNET_DIET_EXACT_EVERY) does not support cascade configurations")
             dataset_tr = self.get_tr_and_val_datasets()[0]
             self._dad_exact = ExactEvaluator(dataset_tr, train_ids, self.configuration_manager.patch_size,
-                                             self.label_manager, batch_size=self.batch_size)
+                                             self.label_manager, batch_size=self.batch_size,
+                                             error_norms=self.dad_config.error_norms)
         if self.dad_stop_epoch is not None and self.dad_config.stop:
             self.print_to_log_file(f"DAD stop rule fired at epoch {self.dad_stop_epoch}: not training on",
                                    also_print_to_console=True)
             raise _DADStop
+
+    def _resumed_records(self, store_file: Path, fresh: DynamicsStore) -> tuple[DynamicsStore, int | None]:
+        """The records of a run resumed with ``--c``: the saved store cut back to the checkpoint's epoch,
+        merged into ``fresh`` (this run's series and settings; a series new to this run starts empty), and
+        the saved stop epoch if the checkpoint is at or after it (else the stop is found again)."""
+        store = DynamicsStore.load(store_file)
+        if sorted(store.ids) != sorted(fresh.ids):
+            raise DietError(f"{store_file}: recorded cases differ from the training cases of fold {self.fold}")
+        store.truncate(self.current_epoch)  # epochs after the checkpoint are trained (and recorded) again
+        state = json.loads(self._state_file().read_text()) if self._state_file().is_file() else {}
+        stop = state.get("stop_epoch")
+        if stop is not None and stop >= self.current_epoch:  # stop recorded, then killed before its checkpoint
+            self.print_to_log_file(f"DAD: the stop at epoch {stop} is past the checkpoint (epoch "
+                                   f"{self.current_epoch}); training on from the checkpoint")
+            stop = None
+        return DynamicsStore.merge([store, fresh]), stop
 
     # ------------------------------------------------------------------ recording
     def train_step(self, batch: dict) -> dict:
@@ -171,14 +183,16 @@ class DADRecordingMixin:
         L_now = np.nan
         if (epoch + 1) % cfg.window == 0 and np.isfinite(self.dad_store[cfg.dad_series]).any():
             traj = dad_trajectory(self.dad_store[cfg.dad_series], cfg.window, ignore_zeros=cfg.ignore_zeros,
-                                  absolute=cfg.absolute, threshold=cfg.threshold, patience=cfg.patience)
+                                  absolute=cfg.absolute, threshold=cfg.threshold, patience=cfg.patience,
+                                  rule=cfg.stop_rule, rate=cfg.rate)
             L_now = traj.moving_distance[-1]
             L_max = np.nanmax(traj.moving_distance) if np.isfinite(traj.moving_distance).any() else np.nan
             self.print_to_log_file(f"DAD window ending at epoch {epoch}: moving distance L = {L_now:.4g} "
-                                   f"(L_max so far {L_max:.4g})")
+                                   f"(L_max so far {L_max:.4g}); stop rule {cfg.stop_rule}: criterion "
+                                   f"{traj.criterion[-1]:.4g} ({_RULE_TEST[cfg.stop_rule]} {cfg.threshold:g})")
             if traj.stop is not None and self.dad_stop_epoch is None:
                 self.dad_stop_epoch = traj.stop_epoch
-                self.print_to_log_file(f"DAD stop rule: L <= {cfg.threshold:g} L_max at epoch {traj.stop_epoch}"
+                self.print_to_log_file(f"DAD stop rule {cfg.stop_rule} fired at epoch {traj.stop_epoch}"
                                        + ("; stopping" if cfg.stop else "; training on (NNUNET_DIET_STOP=0)"),
                                        also_print_to_console=True)
         self.logger.log("dad_moving_distance", float(L_now), epoch)

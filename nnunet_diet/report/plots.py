@@ -14,12 +14,13 @@ REGION_COLOURS = {"easy": "tab:green", "ambiguous": "tab:blue", "hard": "tab:red
 
 
 def plot_moving_distance(L: np.ndarray, epochs: np.ndarray, stop_epoch: int | None, path: Path,
-                         threshold: float = 0.01, dpi: int = 120) -> Path:
-    """Moving distance L (Eq. 7) at the end of each window, the 1 % line and the stop epoch."""
+                         threshold: float | None = 0.01, dpi: int = 120) -> Path:
+    """Moving distance L (Eq. 7) at the end of each window, the paper rule's threshold line (None: another
+    stop rule, no line) and the stop epoch."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ok = np.isfinite(L)
     ax.plot(epochs[ok], L[ok], marker="o", label="moving distance L")
-    if ok.any():
+    if ok.any() and threshold is not None:
         ax.axhline(threshold * np.nanmax(L), color="grey", ls="--", lw=1, label=f"{threshold:g} x L_max")
     if stop_epoch is not None:
         ax.axvline(stop_epoch, color="tab:red", lw=1, label=f"stop (epoch {stop_epoch})")
@@ -81,7 +82,7 @@ def plot_dad_curves(dice: np.ndarray, dad: np.ndarray, window: int, labels: list
     return path
 
 
-def write_dad_plots(table, summary: dict, folder: Path, window: int, threshold: float) -> None:
+def write_dad_plots(table, summary: dict, folder: Path, window: int, threshold: float | None) -> None:
     """``moving_distance.png`` and ``data_map.png`` from a score table and its summary."""
     L = np.array([np.nan if v is None else v for v in summary["moving_distance"]])
     epochs = (np.arange(len(L)) + 1) * window - 1

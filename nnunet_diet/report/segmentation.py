@@ -135,7 +135,8 @@ def _settings(summary: dict) -> dict:
     s = summary.get("settings") or {}
     return {"window": int(s.get("window", summary.get("dad_window", 10))), "threshold": float(s.get("threshold", 0.01)),
             "patience": int(s.get("patience", 1)), "absolute": bool(s.get("absolute", False)),
-            "ignore_zeros": bool(s.get("ignore_zeros", False)), "rate": float(s.get("rate", 0.4))}
+            "ignore_zeros": bool(s.get("ignore_zeros", False)), "rate": float(s.get("rate", 0.4)),
+            "stop_rule": str(s.get("stop_rule", "paper"))}
 
 
 def build_fold_report(src: FoldInput, *, rate: float | None = None, centres: str | None = None,
@@ -173,14 +174,16 @@ def build_fold_report(src: FoldInput, *, rate: float | None = None, centres: str
     L = np.array([np.nan if v is None else v for v in src.summary.get("moving_distance", [])], float)
     if len(L):
         epochs = (np.arange(len(L)) + 1) * cfg["window"] - 1
-        figs.append((_png(lambda b: plot_moving_distance(L, epochs, stop, b, cfg["threshold"], dpi=90)),
+        line = cfg["threshold"] if cfg["stop_rule"] == "paper" else None  # the paper rule's L threshold
+        figs.append((_png(lambda b: plot_moving_distance(L, epochs, stop, b, line, dpi=90)),
                      f"Moving distance L per window; stop epoch {stop if stop is not None else 'not reached'}."))
     picks = pick_cases(dad, n_thumbs)
     if src.store is not None:
         series = src.summary.get("dad_series", "dice")
         if series in src.store:
             traj = dad_trajectory(src.store[series], cfg["window"], ignore_zeros=cfg["ignore_zeros"],
-                                  absolute=cfg["absolute"], threshold=cfg["threshold"], patience=cfg["patience"])
+                                  absolute=cfg["absolute"], threshold=cfg["threshold"], patience=cfg["patience"],
+                                  rule=cfg["stop_rule"], rate=cfg["rate"])
             chosen = [rows[:2] for rows in picks.values()]
             rows = np.concatenate(chosen) if chosen else np.empty(0, int)
             store_rows = src.store.index_of(ids[rows]) if len(rows) else rows
