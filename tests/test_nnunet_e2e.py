@@ -229,8 +229,11 @@ def test_pipeline_command_runs_every_step(nnunet_root, tmp_path):
     raw = tmp_path / "Hippo10"
     shutil.copytree(nnunet_root / "raw" / DATASET, raw)
     env = {k: v for k, v in _env(nnunet_root).items() if not k.startswith("nnUNet_")}
+    env["nnUNet_n_proc_DA"] = "0"  # augmentation in-process: four trainings without worker processes
     proc = _run([BIN / "nnunet-diet", "pipeline", "-o", tmp_path / "out", "--raw", raw, "--dataset-id", "992",
-                 "--epochs", "6", "--iterations", "3", "--window", "2", "--retrain-epochs", "5", "--no-random"], env)
+                 "--epochs", "6", "--iterations", "3", "--window", "2", "--retrain-epochs", "5", "--no-random",
+                 "--repeat-full"], env,
+                timeout=1200)
     out = proc.stdout
     for step in ("plan and preprocess", "lite plans", "train nnUNetTrainerDADAdam_6epochs_3iters", "prune 40%",
                  "retrain on fold 0 (full)", "retrain on fold 5 (DAD ambiguous, 40% pruned)",

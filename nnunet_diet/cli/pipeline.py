@@ -44,8 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="epochs of every retraining: the full list, the DAD-pruned and the random list (default 10)")
     p.add_argument("--random", action=argparse.BooleanOptionalAction, default=True,
                    help="also retrain a random list of the pruned size (default: yes)")
-    p.add_argument("--repeat-full", action=argparse.BooleanOptionalAction, default=True,
-                   help="train the full list a second time: how much two identical runs differ (default: yes)")
+    p.add_argument("--repeat-full", action=argparse.BooleanOptionalAction, default=False,
+                   help="train the full list a second time: how much two identical runs differ (default: no, it "
+                        "takes the demo past 10 minutes on 2 cores)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.set_defaults(func=run)
 
@@ -179,14 +180,17 @@ def _summary(dad: dict, dice, args: argparse.Namespace, n_val: int, seconds: flo
                                     "window"))
     print(f"scoring run: trained {dad['epochs_trained']} of {dad['num_epochs']} epochs "
           f"(compute saved {dad['compute_saved']:.0%}); DAD scored at epoch {dad['dad_scored_at_epoch']}")
-    print(f"\nnnU-Net's validation Dice on fold 0's {n_val} validation cases (mean foreground and per label), every "
-          f"list trained {args.retrain_epochs} epochs x {args.iterations} iterations, one run each:")
-    print(dice.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\nnnU-Net's validation Dice (mean foreground and per label) on fold 0's {n_val} validation cases,\n"
+          f"every list trained {args.retrain_epochs} epochs x {args.iterations} iterations, one run each:")
+    width = dice["training list"].str.len().max()  # names left-aligned, numbers right-aligned
+    print(dice.to_string(index=False, float_format=lambda v: f"{v:.3f}", header=[f"{'training list':<{width}}",
+                         *dice.columns[1:]], formatters={"training list": f"{{:<{width}}}".format}))
     if args.repeat_full:
         full = dice.set_index("training list")["Dice"]
         print(f"run-to-run spread: the same full list trained twice gave {full['full']:.3f} and {full[REPEAT]:.3f} "
               f"({abs(full['full'] - full[REPEAT]):.3f} apart, one pair); differences between lists of that "
               "size say nothing about pruning")
     else:
-        print("one run per list, and short CPU runs vary: with --repeat-full the full list is trained twice to "
-              "show by how much (docs/benchmarks.md, 'pruning value', has repeats)")
+        print("one run per list, and short CPU runs vary: identical trainings differ by a few hundredths of Dice "
+              "and sometimes one collapses (docs/benchmarks.md, 'pruning value'); --repeat-full trains the full "
+              "list twice here to measure it")
