@@ -48,8 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--random", action=argparse.BooleanOptionalAction, default=True,
                    help="also retrain a random list of the pruned size (default: yes)")
     p.add_argument("--repeat-full", action=argparse.BooleanOptionalAction, default=False,
-                   help="train the full list a second time: how much two identical runs differ (default: no, it "
-                        "takes the demo past 10 minutes on 2 cores)")
+                   help="train the full list a second time: how much two identical runs differ (default: no; one "
+                        "more training, about 100 s on an idle 2-core machine)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.set_defaults(func=run)
 
