@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -101,6 +102,10 @@ def test_training_records_every_case_and_writes_outputs(trained):
     log = next(_fold_folder(root, 0).glob("training_log_*.txt")).read_text()
     assert "nnunet-diet DAD settings: window=2" in log and "stop=False" in log
     assert log.count("DAD window ending at epoch") == 3
+    assert [line.split(": ")[1].split()[-1] for line in log.splitlines() if "nnunet-diet epoch" in line] == \
+        [f"{e}/6" for e in range(1, 7)]  # the trainer's one line per epoch
+    assert "nnunet-diet epoch 6/6: train loss" in proc.stdout  # also on the console
+    assert plt.imread(_fold_folder(root, 0) / "progress.png").shape[:2] == (7200, 3000)  # with the DAD panel
     assert (_fold_folder(root, 0) / "checkpoint_final.pth").is_file()
 
 
@@ -252,14 +257,36 @@ def test_pipeline_command_runs_every_step(nnunet_root, tmp_path):
     raw = tmp_path / "Hippo10"
     shutil.copytree(nnunet_root / "raw" / DATASET, raw)
     env = {k: v for k, v in _env(nnunet_root).items() if not k.startswith("nnUNet_")}
+    env["nnUNet_n_proc_DA"] = "0"  # augmentation in-process: four trainings without worker processes
     proc = _run([BIN / "nnunet-diet", "pipeline", "-o", tmp_path / "out", "--raw", raw, "--dataset-id", "992",
-                 "--epochs", "6", "--iterations", "3", "--window", "2", "--retrain-epochs", "5"], env)
+                 "--epochs", "6", "--iterations", "3", "--window", "2", "--retrain-epochs", "5", "--no-random",
+                 "--repeat-full"], env,
+                timeout=1200)
+    out = proc.stdout
     for step in ("plan and preprocess", "lite plans", "train nnUNetTrainerDADAdam_6epochs_3iters", "prune 40%",
-                 "retrain on the pruned fold 5", "moving distance L per window"):
-        assert step in proc.stdout
-    dad = tmp_path / "out" / "nnUNet_results" / "Dataset992_Hippo10" / \
-        "nnUNetTrainerDADAdam_6epochs_3iters__nnUNetPlans_lite__3d_fullres" / "fold_0" / "dad"
-    assert (dad / "scores.csv").is_file() and (dad / "data_map.png").is_file()
+                 "retrain on fold 0 (full)", "retrain on fold 5 (DAD ambiguous, 40% pruned)",
+                 "retrain on fold 6 (full, trained again)", "HTML report", "moving distance L per window"):
+        assert step in out
+    assert out.count("nnunet-diet epoch ") == 6 + 3 * 5  # the trainer's line per epoch, streamed from the logs
+    assert "at random" not in out
+    results = tmp_path / "out" / "nnUNet_results" / "Dataset992_Hippo10"
+    fold0 = results / "nnUNetTrainerDADAdam_6epochs_3iters__nnUNetPlans_lite__3d_fullres" / "fold_0"
+    summary = json.loads((fold0 / "dad" / "summary.json").read_text())
+    assert f"trained {summary['epochs_trained']} of 6 epochs (compute saved {summary['compute_saved']:.0%})" in out
+    splits = json.loads((tmp_path / "out" / "nnUNet_preprocessed" / "Dataset992_Hippo10" /
+                         "splits_final.json").read_text())
+    assert splits[6] == splits[0] and len(splits[5]["train"]) == 5 and splits[5]["val"] == splits[0]["val"]
+    table = out[out.index("training list"):out.index("run-to-run spread")].splitlines()
+    assert table[0].split() == ["training", "list", "fold", "cases", "Dice", "anterior", "posterior"]
+    retrained = results / "nnUNetTrainerDADAdam_5epochs_3iters__nnUNetPlans_lite__3d_fullres"
+    for line, fold, cases in zip(table[1:], (0, 5, 6), (8, 5, 8)):  # nnU-Net's own validation of each fold
+        validation = json.loads((retrained / f"fold_{fold}" / "validation" / "summary.json").read_text())
+        numbers = line.split()[-5:]
+        assert numbers[:2] == [str(fold), str(cases)]
+        assert float(numbers[2]) == pytest.approx(validation["foreground_mean"]["Dice"], abs=6e-4)
+        assert float(numbers[3]) == pytest.approx(validation["mean"]["1"]["Dice"], abs=6e-4)
+    assert f"report: {fold0 / 'dad' / 'report.html'}" in out and (fold0 / "dad" / "report.html").is_file()
+    assert (fold0 / "dad" / "scores.csv").is_file() and (fold0 / "dad" / "data_map.png").is_file()
 
 
 def test_exact_mode_scores_every_case_on_fixed_patches(nnunet_root):

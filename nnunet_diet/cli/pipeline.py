@@ -1,9 +1,12 @@
 """``nnunet-diet pipeline``: the DAD workflow end to end with the real nnU-Net commands.
 
-Plan and preprocess a raw dataset, derive lite plans, train ``nnUNetTrainerDAD`` (a short variant),
-prune fold 0 by DAD into a new fold and retrain on it: the commands a user runs, printed and run
-in order, with nnU-Net's folders under one output folder. By default on the 40 real hippocampus
-cases shipped in ``nnunet_diet/examples/hippocampus40`` (CPU, lite plans, about 10 minutes).
+Plan and preprocess a raw dataset, derive lite plans, train ``nnUNetTrainerDAD`` (a short variant) on
+fold 0 until the DAD stop rule fires, prune fold 0 by DAD (and at random, the baseline) into new folds,
+retrain the full and the pruned lists with one schedule and print nnU-Net's validation Dice of each
+side by side, then write the HTML report of the scoring run: the commands a user runs, printed and run
+in order, with nnU-Net's folders under one output folder and its output in ``logs/`` (the terminal
+shows one line per training epoch). By default on the 40 real hippocampus cases shipped in
+``nnunet_diet/examples/hippocampus40`` (CPU, lite plans, under 10 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ from pathlib import Path
 
 from ..core.atomic import check_output
 from ..core.errors import DietError, check_fraction
+from ..nnunet.progress import TAG
 from ..nnunet.schedules import EPOCHS, ITERATIONS
+from ..nnunet.splits import write_splits
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hippocampus40"
 BIN = Path(sys.executable).parent
+REPEAT = "full, trained again"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,25 +39,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raw", type=Path, default=EXAMPLE, help="nnU-Net raw dataset folder (default: the shipped "
                    "hippocampus40)")
     p.add_argument("--dataset-id", type=int, default=990, help="id given to the dataset (default 990)")
-    p.add_argument("--epochs", type=int, choices=EPOCHS, default=50)
+    p.add_argument("--epochs", type=int, choices=EPOCHS, default=20,
+                   help="planned epochs of the scoring run; the DAD stop rule may end it earlier (default 20)")
     p.add_argument("--iterations", type=int, choices=ITERATIONS, default=10, help="training iterations per epoch")
     p.add_argument("--window", type=int, default=5, help="DAD window Delta t (default 5: this run is short)")
     p.add_argument("--rate", type=float, default=0.4, help="pruning rate (default 0.4, keep the ambiguous middle)")
-    p.add_argument("--retrain-epochs", type=int, choices=EPOCHS, default=5)
+    p.add_argument("--retrain-epochs", type=int, choices=EPOCHS, default=10,
+                   help="epochs of every retraining: the full list, the DAD-pruned and the random list (default 10)")
+    p.add_argument("--random", action=argparse.BooleanOptionalAction, default=True,
+                   help="also retrain a random list of the pruned size (default: yes)")
+    p.add_argument("--repeat-full", action=argparse.BooleanOptionalAction, default=False,
+                   help="train the full list a second time: how much two identical runs differ (default: no; one "
+                        "more training, about 100 s on an idle 2-core machine)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.set_defaults(func=run)
 
 
 def _step(title: str, args: list, env: dict, log: Path | None = None) -> None:
+    """Print and run one command; with ``log``, its output goes there and only the trainer's one-line
+    epoch progress (lines tagged :data:`~nnunet_diet.nnunet.progress.TAG`) is shown."""
     print(f"\n== {title}\n$ {' '.join(shlex.quote(str(a)) for a in args)}", flush=True)
     t0 = time.time()
+    cmd = [str(a) for a in args]
     if log is None:
-        proc = subprocess.run([str(a) for a in args], env=env)
+        returncode = subprocess.run(cmd, env=env).returncode
     else:
-        with open(log, "w") as fh:
-            proc = subprocess.run([str(a) for a in args], env=env, stdout=fh, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        raise DietError(f"{title} failed (exit {proc.returncode})" + (f"; see {log}" if log else ""))
+        with open(log, "w") as fh, subprocess.Popen(cmd, env=dict(env, PYTHONUNBUFFERED="1"), text=True,
+                                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+            for line in proc.stdout:
+                fh.write(line)
+                if TAG in line:
+                    print("   " + line[line.index(TAG):].rstrip(), flush=True)
+        returncode = proc.returncode
+    if returncode != 0:
+        raise DietError(f"{title} failed (exit {returncode})" + (f"; see {log}" if log else ""))
     print(f"   done in {time.time() - t0:.0f} s" + (f" (log: {log})" if log else ""), flush=True)
 
 
@@ -109,37 +130,94 @@ def check_arguments(args: argparse.Namespace) -> None:
     check_training_dataset(args.raw)
 
 
+def _fold_folder(env: dict, name: str, trainer: str, fold: int) -> Path:
+    return Path(env["nnUNet_results"]) / name / f"{trainer}__nnUNetPlans_lite__3d_fullres" / f"fold_{fold}"
+
+
+def _prune(d: str, trainer: str, env: dict, split_file: Path, title: str, options: list[str]) -> int:
+    """``nnunet-diet prune`` of fold 0 into an appended fold; returns the new fold's index."""
+    _step(title, [BIN / "nnunet-diet", "prune", "-d", d, "-c", "3d_fullres", "-f", "0", "-tr", trainer, "-p",
+                  "nnUNetPlans_lite", *options], env)
+    return len(json.loads(split_file.read_text())) - 1
+
+
+def _validation_dice(rows: list[tuple[str, int, int, Path]], labels: dict):
+    """One row per training: mean foreground and per-label Dice from nnU-Net's ``validation/summary.json``."""
+    import pandas as pd
+
+    names = {str(v): k for k, v in labels.items() if v != 0}
+    table = []
+    for title, fold, cases, folder in rows:
+        summary = json.loads((folder / "validation" / "summary.json").read_text())
+        row = {"training list": title, "fold": fold, "cases": cases, "Dice": summary["foreground_mean"]["Dice"]}
+        row.update({names.get(k, k): v["Dice"] for k, v in summary["mean"].items()})
+        table.append(row)
+    return pd.DataFrame(table)
+
+
 def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     out = args.output.resolve()
     env = nnunet_env(out, NNUNET_DIET_WINDOW=str(args.window))
     logs = out / "logs"
     t0 = time.time()
-    name = prepare(args.raw, args.dataset_id, env, logs)
-    d = str(args.dataset_id)
     trainer = f"nnUNetTrainerDADAdam_{args.epochs}epochs_{args.iterations}iters"
     retrainer = f"nnUNetTrainerDADAdam_{args.retrain_epochs}epochs_{args.iterations}iters"
+    if retrainer == trainer:
+        raise DietError(f"--retrain-epochs {args.retrain_epochs}: must differ from --epochs (the full fold is "
+                        "retrained under another trainer name, next to the scoring run)")
+    name = prepare(args.raw, args.dataset_id, env, logs)
+    d = str(args.dataset_id)
     _step(f"train {trainer} on fold 0, recording per-case Dice (DAD window {args.window})",
           [BIN / "nnUNetv2_train", d, "3d_fullres", "0", "-tr", trainer, "-p", "nnUNetPlans_lite",
            "-device", args.device], env, logs / "train_fold0.log")
-    fold0 = Path(env["nnUNet_results"]) / name / f"{trainer}__nnUNetPlans_lite__3d_fullres" / "fold_0"
+    fold0 = _fold_folder(env, name, trainer, 0)
     summary = json.loads((fold0 / "dad" / "summary.json").read_text())
-    _step(f"prune {args.rate:.0%} of fold 0's training cases, keeping the ambiguous middle",
-          [BIN / "nnunet-diet", "prune", "-d", d, "-c", "3d_fullres", "-f", "0", "-tr", trainer, "-p",
-           "nnUNetPlans_lite", "--rate", str(args.rate)], env)
-    splits = json.loads((Path(env["nnUNet_preprocessed"]) / name / "splits_final.json").read_text())
-    new_fold = len(splits) - 1
-    _step(f"retrain on the pruned fold {new_fold}",
-          [BIN / "nnUNetv2_train", d, "3d_fullres", str(new_fold), "-tr", retrainer, "-p", "nnUNetPlans_lite",
-           "-device", args.device], dict(env, NNUNET_DIET_STOP="0"), logs / f"train_fold{new_fold}.log")
-    L = [f"{v:.3g}" for v in summary["moving_distance"] if v is not None]
-    print(f"\n== summary ({time.time() - t0:.0f} s)")
-    print(f"moving distance L per window: {' '.join(L)}")
-    print("DAD stop rule: " + (f"fired at epoch {summary['stop_epoch']}" if summary["stop_epoch"] is not None
-                               else f"did not fire within {summary['epochs_trained']} epochs; scored at the last "
-                                    "window"))
-    print(f"trained {summary['epochs_trained']} of {summary['num_epochs']} epochs "
-          f"(compute saved {summary['compute_saved']:.0%})")
-    print(f"fold 0: {len(splits[0]['train'])} training cases -> fold {new_fold}: {len(splits[new_fold]['train'])}")
+    split_file = Path(env["nnUNet_preprocessed"]) / name / "splits_final.json"
+    pruned = {"DAD ambiguous": _prune(d, trainer, env, split_file, f"prune {args.rate:.0%} of fold 0's training "
+                                      "cases, keeping the ambiguous middle", ["--rate", str(args.rate)])}
+    if args.random:
+        pruned["random"] = _prune(d, trainer, env, split_file, f"prune {args.rate:.0%} of fold 0's training cases "
+                                  "at random (the baseline)", ["--rate", str(args.rate), "--mode", "random"])
+    splits = json.loads(split_file.read_text())
+    rows = [("full", 0)] + [(f"{label}, {args.rate:.0%} pruned", f) for label, f in pruned.items()]
+    if args.repeat_full:  # a copy of fold 0: the same list trained again shows how much one run varies
+        write_splits(split_file, splits + [dict(splits[0])])
+        rows.append((REPEAT, len(splits)))
+        splits = json.loads(split_file.read_text())
+    for title, fold in rows:  # every list with the same schedule, trained to its end
+        _step(f"retrain on fold {fold} ({title}): {retrainer}",
+              [BIN / "nnUNetv2_train", d, "3d_fullres", str(fold), "-tr", retrainer, "-p", "nnUNetPlans_lite",
+               "-device", args.device], dict(env, NNUNET_DIET_STOP="0"), logs / f"retrain_fold{fold}.log")
+    _step("HTML report of the scoring run", [BIN / "nnunet-diet", "report", fold0], env)
+    dice = _validation_dice([(title, fold, len(splits[fold]["train"]), _fold_folder(env, name, retrainer, fold))
+                             for title, fold in rows], json.loads((args.raw / "dataset.json").read_text())["labels"])
+    _summary(summary, dice, args, len(splits[0]["val"]), time.time() - t0)
     print(f"scores, dynamics and plots: {fold0 / 'dad'}")
+    print(f"report: {fold0 / 'dad' / 'report.html'}")
     return 0
+
+
+def _summary(dad: dict, dice, args: argparse.Namespace, n_val: int, seconds: float) -> None:
+    L = [f"{v:.3g}" for v in dad["moving_distance"] if v is not None]
+    print(f"\n== summary ({seconds:.0f} s)")
+    print(f"moving distance L per window: {' '.join(L)}")
+    print("DAD stop rule: " + (f"fired at epoch {dad['stop_epoch']}" if dad["stop_epoch"] is not None
+                               else f"did not fire within {dad['epochs_trained']} epochs; scored at the last "
+                                    "window"))
+    print(f"scoring run: trained {dad['epochs_trained']} of {dad['num_epochs']} epochs "
+          f"(compute saved {dad['compute_saved']:.0%}); DAD scored at epoch {dad['dad_scored_at_epoch']}")
+    print(f"\nnnU-Net's validation Dice (mean foreground and per label) on fold 0's {n_val} validation cases,\n"
+          f"every list trained {args.retrain_epochs} epochs x {args.iterations} iterations, one run each:")
+    width = dice["training list"].str.len().max()  # names left-aligned, numbers right-aligned
+    print(dice.to_string(index=False, float_format=lambda v: f"{v:.3f}", header=[f"{'training list':<{width}}",
+                         *dice.columns[1:]], formatters={"training list": f"{{:<{width}}}".format}))
+    if args.repeat_full:
+        full = dice.set_index("training list")["Dice"]
+        print(f"run-to-run spread: the same full list trained twice gave {full['full']:.3f} and {full[REPEAT]:.3f} "
+              f"({abs(full['full'] - full[REPEAT]):.3f} apart, one pair);\ndifferences between lists of that size "
+              "say nothing about pruning")
+    else:
+        print("one run per list, and short CPU runs vary: identical trainings differ by a few hundredths of Dice\n"
+              "and sometimes one collapses (docs/benchmarks.md, 'pruning value'); --repeat-full trains the full list\n"
+              "twice to measure it on this run")

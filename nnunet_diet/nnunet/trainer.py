@@ -34,7 +34,9 @@ from ..core.store import DynamicsStore
 from .config import DADConfig, centre_of
 from .ddp import all_gather_sums
 from .exact import ExactEvaluator
+from .logger import DADLocalLogger
 from .outputs import write_outputs
+from .progress import epoch_line
 from .recorder import case_values, patch_sums
 
 LOG_KEYS = ("dad_mean_dice", "dad_moving_distance")
@@ -83,6 +85,7 @@ class DADRecordingMixin:
         self._dad_acc = EpochAccumulator()
         self._dad_keys = None
         self._dad_exact: ExactEvaluator | None = None
+        self.logger.local_logger = DADLocalLogger(self.logger.local_logger.verbose)  # DAD panel in progress.png
 
     # ------------------------------------------------------------------ set-up
     def initialize(self):
@@ -204,6 +207,9 @@ class DADRecordingMixin:
     def on_epoch_end(self):
         epoch = self.current_epoch
         super().on_epoch_end()
+        if self.local_rank == 0:
+            self.print_to_log_file(epoch_line(self.logger.local_logger.my_fantastic_logging, epoch, self.num_epochs,
+                                              stop_fired=self.dad_stop_epoch == epoch))
         if self.dad_config.stop and self.dad_stop_epoch is not None and self.dad_stop_epoch <= epoch:
             raise _DADStop
 

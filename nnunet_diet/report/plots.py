@@ -83,9 +83,11 @@ def plot_dad_curves(dice: np.ndarray, dad: np.ndarray, window: int, labels: list
 
 
 def write_dad_plots(table, summary: dict, folder: Path, window: int, threshold: float | None) -> None:
-    """``moving_distance.png`` and ``data_map.png`` from a score table and its summary."""
+    """``moving_distance.png`` and ``data_map.png`` from a score table and its summary, in matplotlib's
+    default style whatever style the process set (nnU-Net's stock logger sets seaborn's, font scale 2.5)."""
     L = np.array([np.nan if v is None else v for v in summary["moving_distance"]])
     epochs = (np.arange(len(L)) + 1) * window - 1
-    plot_moving_distance(L, epochs, summary["stop_epoch"], folder / "moving_distance.png", threshold)
-    plot_data_map(table["dad"].to_numpy(float), table["sigma"].to_numpy(float), table["region"].to_numpy(str),
-                  folder / "data_map.png")
+    with plt.style.context("default"):
+        plot_moving_distance(L, epochs, summary["stop_epoch"], folder / "moving_distance.png", threshold)
+        plot_data_map(table["dad"].to_numpy(float), table["sigma"].to_numpy(float),
+                      table["region"].to_numpy(str), folder / "data_map.png")
