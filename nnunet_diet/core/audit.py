@@ -24,7 +24,7 @@ from .errors import DietError, check_fraction
 from .scores import ScoreConfig, score_table
 from .store import DynamicsStore
 
-__all__ = ["AuditConfig", "audit_table", "review_order", "AUDIT_COLUMNS"]
+__all__ = ["AuditConfig", "audit_table", "review_order", "empty_labels", "AUDIT_COLUMNS"]
 
 AUDIT_COLUMNS = ("audit_rank", "id", "group", "flagged", "reason", "dad", "sigma", "dad_rank", "el2n", "el2nx",
                  "cleanlab", "dad_max", "region")
@@ -55,6 +55,13 @@ def _worst(values: np.ndarray, tail: float, high_is_bad: bool) -> np.ndarray:
     cut = np.sort(ok)[::-1][k - 1]
     with np.errstate(invalid="ignore"):
         return (v >= cut) & (v > np.median(ok))
+
+
+def empty_labels(store: DynamicsStore, el2n: str = "el2n", el2nx: str = "el2nx") -> np.ndarray:
+    """Cases recorded (EL2N defined) whose label never had a foreground voxel (EL2Nx never defined)."""
+    if el2n not in store or el2nx not in store:
+        return np.zeros(store.n_samples, bool)
+    return np.isfinite(store[el2n]).any(axis=1) & ~np.isfinite(store[el2nx]).any(axis=1)
 
 
 def review_order(dad: np.ndarray, ids: np.ndarray, first: np.ndarray | None = None) -> np.ndarray:
@@ -90,11 +97,7 @@ def audit_table(store: DynamicsStore, config: ScoreConfig = ScoreConfig(), audit
     peak = filled.argmax(axis=0)
     after = np.where(np.arange(len(upto))[:, None] >= peak[None, :], np.where(np.isfinite(upto), upto, np.inf), np.inf)
     after_peak_min = np.where(seen_any, after.min(axis=0), np.nan)
-    el2n_name = summary.get("el2n_series", "el2n")
-    el2nx_name = summary.get("el2nx_series", "el2nx")
-    no_fg = np.zeros(n, bool)
-    if el2nx_name in store and el2n_name in store:
-        no_fg = np.isfinite(store[el2n_name]).any(axis=1) & ~np.isfinite(store[el2nx_name]).any(axis=1)
+    no_fg = empty_labels(store, summary.get("el2n_series", "el2n"), summary.get("el2nx_series", "el2nx"))
 
     reasons: list[list[str]] = [[] for _ in range(n)]
 
