@@ -278,12 +278,13 @@ def table(results: list[dict]) -> str:
     def ms(values: list[float]) -> str:
         return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
-    lines = ["| method | iterations | AUROC | AP | recall first 10 % | recall first 20 % |", "|---|---|---|---|---|---|"]
+    lines = ["| method | iterations | AUROC | AP | recall first 10 % | recall first 20 % |",
+             "|---|---|---|---|---|---|"]
     for n in names:
         m = [r["methods"][n]["metrics"]["all"] for r in results]
         iters = sorted({r["methods"][n]["iterations"] for r in results})
-        lines.append(f"| {n} | {'/'.join(map(str, iters))} | " + " | ".join(ms([x[k] for x in m]) for k in
-                                                                                ("AUROC", "AP", "R@10%", "R@20%")) + " |")
+        cells = " | ".join(ms([x[k] for x in m]) for k in ("AUROC", "AP", "R@10%", "R@20%"))
+        lines.append(f"| {n} | {'/'.join(map(str, iters))} | {cells} |")
     lines += ["", "| method | " + " | ".join(f"AP {k}" for k in kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
     for n in names:
         cells = []

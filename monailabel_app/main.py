@@ -95,9 +95,10 @@ class DADReviewApp(MONAILabelApp):
             have = sum(bool(store.get_label_by_image_id(i, DefaultLabelTag.ORIGINAL)) for i in case_of)
             if case_of and not have:
                 example = next(iter(case_of.values()))
+                endings = " / ".join(label_endings(self.labels_dir))
                 logger.warning(f"DAD review queue: {self.labels_dir}: no training label found for any of "
-                               f"{len(case_of)} case(s) (looked for e.g. {example}{' / '.join(label_endings(self.labels_dir))}); "
-                               "annotators see no 'original' label: pass --conf nnunet_labels <labelsTr folder>")
+                               f"{len(case_of)} case(s) (looked for e.g. {example} with {endings}); annotators see "
+                               "no 'original' label: pass --conf nnunet_labels <labelsTr folder>")
             else:
                 logger.info(f"DAD review queue: {imported} training label(s) imported as 'original' from "
                             f"{self.labels_dir} ({have} of {len(case_of)} case(s) have one)")

@@ -57,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
     table, summary = audit_fold(fold, raw=args.raw, cleanlab_run=args.cleanlab, thresholds=thresholds)
     atomic_write_text(out, table.to_csv(index=False, float_format="%.6g"))
     series = fold.config.dad_series
+    stop = summary["stop_epoch"]
     print(f"{fold.fold}: {len(table)} cases, DAD from {series!r} at epoch {summary['dad_scored_at_epoch']} "
-          f"(window {fold.config.window}; stop rule {'at epoch ' + str(summary['stop_epoch']) if summary['stop_epoch'] is not None else 'never fired'})")
+          f"(window {fold.config.window}; stop rule {'never fired' if stop is None else f'at epoch {stop}'})")
     print(f"labels checked against their images in {summary['raw']}" if summary["labels_checked"] else
           "labels not checked: no raw dataset found (pass --raw DIR or set nnUNet_raw)")
     if args.cleanlab:
