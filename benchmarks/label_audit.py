@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from nnunet_runs import NnunetRuns
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -41,6 +40,9 @@ from nnunet_diet.core.classification import el2n
 from nnunet_diet.core.dad import dad_trajectory
 from nnunet_diet.core.store import DynamicsStore
 from nnunet_diet.nnunet.audit import cleanlab_scores
+
+from make_example_dynamics import centre_fit
+from nnunet_runs import NnunetRuns
 
 TYPES = ("erased", "swapped", "translated", "dilated", "eroded", "half", "mismatched")
 
@@ -75,23 +77,6 @@ def _longest_axis(fg: np.ndarray) -> tuple[int, int, float]:
     extent = coords.max(0) - coords.min(0) + 1
     axis = int(np.argmax(extent))
     return axis, int(extent[axis]), float(coords[:, axis].mean())
-
-
-def _fit(label: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Centre-crop / zero-pad ``label`` to ``shape``."""
-    out = np.zeros(shape, label.dtype)
-    src, dst = [], []
-    for have, want in zip(label.shape, shape):
-        if have >= want:
-            start = (have - want) // 2
-            src.append(slice(start, start + want))
-            dst.append(slice(0, want))
-        else:
-            start = (want - have) // 2
-            src.append(slice(0, have))
-            dst.append(slice(start, start + have))
-    out[tuple(dst)] = label[tuple(src)]
-    return out
 
 
 def corrupt(label: np.ndarray, kind: str, radius: int, other: np.ndarray | None) -> np.ndarray:
@@ -129,7 +114,7 @@ def corrupt(label: np.ndarray, kind: str, radius: int, other: np.ndarray | None)
         out[index > centre] = 0
         return out
     if kind == "mismatched":
-        return _fit(other, label.shape)
+        return centre_fit(other, label.shape)
     raise ValueError(kind)
 
 

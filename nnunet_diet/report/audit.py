@@ -48,8 +48,8 @@ def audit_section(rep: Report, dad_folder: Path, finder: ImageFinder, n_cases: i
         rep.para(f"No audit: {source}.", note=True)
         return 0
     flagged = int(table["flagged"].sum()) if "flagged" in table.columns else 0
-    rep.para(f"The first cases an annotator should check, in the order of `nnunet-diet audit` (lowest DAD first; "
-             f"the MONAI Label app's `audit` strategy serves the same order). {flagged} of {len(table)} cases "
+    rep.para(f"The first cases an annotator should check, in the order of nnunet-diet audit (lowest DAD first; "
+             f"the MONAI Label app's audit strategy serves the same order). {flagged} of {len(table)} cases "
              f"flagged. Source: {source}. See docs/audit.md for how to read the reasons.")
     head = table.head(n_cases)
     items, found = [], 0
