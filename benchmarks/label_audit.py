@@ -215,9 +215,20 @@ def stable_from(store: DynamicsStore, window: int, share: float = 0.1) -> int | 
 
 
 # ---------------------------------------------------------------------------- runs
+def run_folder(args: argparse.Namespace, raw: Path, dataset_id: int) -> tuple[str, Path]:
+    """Dataset name and nnU-Net run folder of one seed (as :class:`NnunetRuns` names them)."""
+    name = f"Dataset{dataset_id:03d}_{raw.name}"
+    trainer = f"nnUNetTrainerDADAdam_{args.epochs}epochs_{args.iterations}iters"
+    return name, args.work / "nnUNet_results" / name / f"{trainer}__nnUNetPlans_lite__{args.configuration}"
+
+
+def trained(folder: Path) -> bool:
+    return (folder / "validation" / "summary.json").is_file()
+
+
 def train(runs: NnunetRuns, fold: int, exact_every: int) -> Path:
     folder = runs.results / f"fold_{fold}"
-    if not (folder / "validation" / "summary.json").is_file():
+    if not trained(folder):
         env = dict(runs.env, NNUNET_DIET_STOP="0", NNUNET_DIET_EXACT_EVERY=str(exact_every))
         _step(f"train fold {fold}", [BIN / "nnUNetv2_train", runs.d, runs.c, str(fold), "-tr", runs.trainer, "-p",
                                      "nnUNetPlans_lite", "-device", "cpu", "--npz"], env,
@@ -228,30 +239,32 @@ def train(runs: NnunetRuns, fold: int, exact_every: int) -> Path:
 def one_seed(args: argparse.Namespace, seed: int) -> dict:
     raw = args.work / "raw" / f"{args.raw.name}_s{seed}"
     manifest = corrupt_dataset(args.raw, raw, seed, args.fraction, args.types, args.radius)
-    runs = NnunetRuns(raw, args.dataset_id + seed, args.configuration, args.work, args.epochs, args.iterations,
-                      args.window)
-    t0 = time.time()
-    store = DynamicsStore.load(train(runs, 0, args.exact_every) / "dad" / "dynamics.npz")
+    name, results = run_folder(args, raw, args.dataset_id + seed)
+    folds = range(5) if args.cleanlab else range(1)
+    if not args.analyse_only and not all(trained(results / f"fold_{f}") for f in folds):
+        runs = NnunetRuns(raw, args.dataset_id + seed, args.configuration, args.work, args.epochs,
+                          args.iterations, args.window)
+        for fold in folds:
+            train(runs, fold, args.exact_every if fold == 0 else 0)
+    store = DynamicsStore.load(results / "fold_0" / "dad" / "dynamics.npz")
     cl = None
-    if args.cleanlab:
-        for fold in range(1, 5):
-            train(runs, fold, 0)
+    if args.cleanlab and all(trained(results / f"fold_{f}") for f in range(5)):
         ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
         cases = sorted(p.name.removesuffix(ending) for p in (raw / "labelsTr").glob(f"*{ending}"))
-        q = cleanlab_scores(runs.results, cases, {c: raw / "labelsTr" / f"{c}{ending}" for c in cases}, runs.name)
+        q = cleanlab_scores(results, cases, {c: raw / "labelsTr" / f"{c}{ending}" for c in cases}, name)
         cl = dict(zip(cases, q.tolist()))
     ids = [str(i) for i in store.ids]
     bad = np.array([i in manifest for i in ids])
     kinds = np.array([manifest[i]["type"] if i in manifest else "" for i in ids])
-    result = {"seed": seed, "dataset": runs.name, "cases": len(ids), "corrupted": int(bad.sum()),
-              "wall_s": round(time.time() - t0), "stable_top10_from_epoch": stable_from(store, args.window),
+    result = {"seed": seed, "dataset": name, "cases": len(ids), "corrupted": int(bad.sum()),
+              "stable_top10_from_epoch": stable_from(store, args.window),
               "stop_epoch": dad_trajectory(store["dice_exact"], args.window).stop_epoch, "methods": {},
               "corrupted_cases": {i: manifest[i] for i in ids if i in manifest}}
-    for name, (score, iters, note) in methods(store, args.window, args.iterations, seed, cl).items():
+    for method, (score, iters, note) in methods(store, args.window, args.iterations, seed, cl).items():
         rows = {"all": metrics(score, bad, np.ones(len(ids), bool))}
         for kind in sorted(set(kinds[bad])):
             rows[kind] = metrics(score, bad & (kinds == kind), ~bad | (kinds == kind))
-        result["methods"][name] = {"iterations": iters, "note": note, "metrics": rows}
+        result["methods"][method] = {"iterations": iters, "note": note, "metrics": rows}
     return result
 
 
@@ -288,12 +301,14 @@ def main() -> None:
     parser.add_argument("--types", nargs="+", default=list(TYPES), choices=TYPES)
     parser.add_argument("--radius", type=int, default=2, help="dilation / erosion in voxels")
     parser.add_argument("--cleanlab", action="store_true", help="train folds 1-4 too and score cleanlab")
+    parser.add_argument("--analyse-only", action="store_true", help="train nothing: score the finished folds")
     args = parser.parse_args()
     args.work = args.work.resolve()
     results = []
     for seed in args.seeds:
         results.append(one_seed(args, seed))
-        (args.work / "label_audit.json").write_text(json.dumps(results, indent=2))
+        (args.work / ("label_audit.json" if not args.analyse_only else "label_audit_partial.json")).write_text(
+            json.dumps(results, indent=2))
         print(json.dumps({k: v for k, v in results[-1].items() if k != "methods"}, indent=1))
         print(table(results), flush=True)
     print(f"\nresults: {args.work / 'label_audit.json'}")
