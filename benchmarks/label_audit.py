@@ -305,13 +305,13 @@ def main() -> None:
     args = parser.parse_args()
     args.work = args.work.resolve()
     results = []
+    out = args.work / ("label_audit_partial.json" if args.analyse_only else "label_audit.json")
     for seed in args.seeds:
         results.append(one_seed(args, seed))
-        (args.work / ("label_audit.json" if not args.analyse_only else "label_audit_partial.json")).write_text(
-            json.dumps(results, indent=2))
+        out.write_text(json.dumps(results, indent=2))
         print(json.dumps({k: v for k, v in results[-1].items() if k != "methods"}, indent=1))
         print(table(results), flush=True)
-    print(f"\nresults: {args.work / 'label_audit.json'}")
+    print(f"\nresults: {out}")
 
 
 if __name__ == "__main__":
