@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-EXTRAS ?= dev,monailabel,faiss
+EXTRAS ?= dev,monailabel,faiss,audit-cleanlab
 
 # constraints.txt is applied to every install, pip's isolated build environments included, through
 # PIP_CONSTRAINT. That variable replaces a constraint file configured in pip.conf, so we pass that one on too.

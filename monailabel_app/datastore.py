@@ -47,28 +47,46 @@ def default_labels_dir(studies: str) -> Path | None:
     return candidate if candidate.is_dir() else None
 
 
-def label_names(labels_dir: Path | None) -> dict[str, int] | None:
-    """Foreground label names -> values from the nnU-Net ``dataset.json`` beside the labels folder."""
+def _dataset_json(labels_dir: Path | None) -> dict | None:
+    """The nnU-Net ``dataset.json`` beside the labels folder, None when absent or unreadable (warned)."""
     if labels_dir is None or not (labels_dir.parent / "dataset.json").is_file():
         return None
     try:
-        labels = json.loads((labels_dir.parent / "dataset.json").read_text()).get("labels", {})
-    except (json.JSONDecodeError, AttributeError):
+        meta = json.loads((labels_dir.parent / "dataset.json").read_text())
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict):
         logger.warning(f"{labels_dir.parent / 'dataset.json'}: not a readable nnU-Net dataset.json; no label names")
         return None
-    names = {str(k): v for k, v in labels.items() if isinstance(v, int) and v > 0}
+    return meta
+
+
+def label_names(labels_dir: Path | None) -> dict[str, int] | None:
+    """Foreground label names -> values from the nnU-Net ``dataset.json`` beside the labels folder."""
+    labels = (_dataset_json(labels_dir) or {}).get("labels", {})
+    names = {str(k): v for k, v in labels.items() if isinstance(v, int) and v > 0} if isinstance(labels, dict) else {}
     return names or None
+
+
+def label_endings(labels_dir: Path | None) -> tuple[str, ...]:
+    """File endings to look for: the dataset's own (``dataset.json`` ``file_ending``, e.g. ``.png`` for a 2D
+    natural-image dataset) first, then the 3D ones MONAI Label reads."""
+    ending = (_dataset_json(labels_dir) or {}).get("file_ending")
+    own = (ending,) if isinstance(ending, str) and ending.startswith(".") else ()
+    return own + tuple(e for e in LABEL_ENDINGS if e not in own)
 
 
 def import_original_labels(datastore: Datastore, case_of: dict[str, str], labels_dir: Path,
                            names: dict[str, int] | None) -> int:
-    """Save each case's training label ``<labels_dir>/<case>.nii.gz`` as its image's ``original`` label,
-    unless the image has one already. Returns the number imported."""
+    """Save each case's training label ``<labels_dir>/<case><ending>`` (the dataset's file ending, see
+    :func:`label_endings`) as its image's ``original`` label, unless the image has one already. Returns the
+    number imported."""
     imported = 0
+    endings = label_endings(labels_dir)
     for image_id, case in case_of.items():
         if datastore.get_label_by_image_id(image_id, DefaultLabelTag.ORIGINAL):
             continue
-        found = next((labels_dir / f"{case}{e}" for e in LABEL_ENDINGS if (labels_dir / f"{case}{e}").is_file()), None)
+        found = next((labels_dir / f"{case}{e}" for e in endings if (labels_dir / f"{case}{e}").is_file()), None)
         if found is None:
             continue
         info = {"source": str(found), **({"params": {"label_names": names}} if names else {})}

@@ -16,22 +16,24 @@ from typing import Any
 
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
-from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 
-from monailabel_app.datastore import CaseDatastore, default_labels_dir, import_original_labels, label_names
+from monailabel_app.datastore import (CaseDatastore, default_labels_dir, import_original_labels, label_endings,
+                                      label_names)
 from monailabel_app.infer import NNUNetInfer
 from monailabel_app.scoring import DADScores
-from monailabel_app.strategies import AmbiguousFirst, HardestFirst, PruningView, ServeLog
+from monailabel_app.strategies import AmbiguousFirst, AuditFirst, HardestFirst, PruningView, ServeLog
 from nnunet_diet import __version__
 
 logger = logging.getLogger(__name__)
 
 
 class DADReviewApp(MONAILabelApp):
-    """Strategies ``dad_hardest`` (default), ``dad_ambiguous``, ``dad_pruning``; scoring method ``dad``.
+    """Strategies ``dad_hardest`` (default), ``dad_ambiguous``, ``dad_pruning``, ``audit`` (the default when
+    ``dad_scores`` is an ``audit.csv`` of ``nnunet-diet audit``); scoring method ``dad``.
 
     Conf: ``dad_scores`` (a fold folder or a per-case CSV), ``nnunet_labels`` (the training labels, default
     ``<studies>/../labelsTr``), imported once as each image's ``original`` label; optional infer task
@@ -74,9 +76,12 @@ class DADReviewApp(MONAILabelApp):
         return {"nnunet": task}
 
     def init_strategies(self) -> dict[str, Strategy]:
-        return {"dad_hardest": HardestFirst(self.scores, self.served),
-                "dad_ambiguous": AmbiguousFirst(self.scores, self.served),
-                "dad_pruning": PruningView(self.scores, self.served)}
+        dad = {"dad_hardest": HardestFirst(self.scores, self.served),
+               "dad_ambiguous": AmbiguousFirst(self.scores, self.served),
+               "dad_pruning": PruningView(self.scores, self.served)}
+        audit = {"audit": AuditFirst(self.scores, self.served)}
+        is_audit = self.scores.table is not None and "audit_rank" in self.scores.table.columns
+        return {**audit, **dad} if is_audit else {**dad, **audit}  # 3D Slicer's default is the first one
 
     def init_scoring_methods(self) -> dict[str, ScoringMethod]:
         return {"dad": self.scores}
@@ -85,9 +90,18 @@ class DADReviewApp(MONAILabelApp):
         """Start-up, in this process: the scores into the image info, the training labels as ``original``."""
         self.scores({"method": "dad"}, self.datastore())
         if self.labels_dir is not None and self.labels_dir.is_dir():
-            imported = import_original_labels(self.datastore(), self.scores.match.case_of, self.labels_dir,
-                                              self.label_values)
-            logger.info(f"DAD review queue: {imported} training label(s) imported as 'original' from {self.labels_dir}")
+            store, case_of = self.datastore(), self.scores.match.case_of
+            imported = import_original_labels(store, case_of, self.labels_dir, self.label_values)
+            have = sum(bool(store.get_label_by_image_id(i, DefaultLabelTag.ORIGINAL)) for i in case_of)
+            if case_of and not have:
+                example = next(iter(case_of.values()))
+                endings = " / ".join(label_endings(self.labels_dir))
+                logger.warning(f"DAD review queue: {self.labels_dir}: no training label found for any of "
+                               f"{len(case_of)} case(s) (looked for e.g. {example} with {endings}); annotators see "
+                               "no 'original' label: pass --conf nnunet_labels <labelsTr folder>")
+            else:
+                logger.info(f"DAD review queue: {imported} training label(s) imported as 'original' from "
+                            f"{self.labels_dir} ({have} of {len(case_of)} case(s) have one)")
         elif self.labels_dir is not None:
             logger.warning(f"DAD review queue: {self.labels_dir}: no such labels folder; no 'original' labels")
 

@@ -19,7 +19,8 @@ from nnunet_diet.report.review import ImageMatch, match_images, read_dad_scores,
 logger = logging.getLogger(__name__)
 
 # Keys this method writes into each image's info (and the strategies return with a sample).
-INFO_KEYS = ("case_id", "dad", "sigma", "region", "dad_rank", "dad_cases", "group", "dad_source")
+INFO_KEYS = ("case_id", "dad", "sigma", "region", "dad_rank", "dad_cases", "group", "dad_source", "audit_rank",
+             "reason")
 
 
 def _plain(value: Any) -> Any:
@@ -79,7 +80,16 @@ class DADScores(ScoringMethod):
         return {"case_id": case_id, "dad": _plain(float(row["dad"])), "sigma": _plain(float(row["sigma"])),
                 "region": str(row["region"]), "dad_rank": None if pd.isna(rank) else int(rank),
                 "dad_cases": len(self.table), "group": _plain(row["group"]) if "group" in row.index else None,
-                "dad_source": str(self.csv)}
+                "dad_source": str(self.csv), **self._audit_fields(row)}
+
+    @staticmethod
+    def _audit_fields(row: pd.Series) -> dict[str, Any]:
+        """``audit_rank`` and ``reason`` of a row of ``nnunet-diet audit``'s table (none for a plain scores.csv)."""
+        if "audit_rank" not in row.index:
+            return {}
+        rank, reason = row["audit_rank"], row.get("reason")
+        return {"audit_rank": None if pd.isna(rank) else int(rank),
+                "reason": "" if reason is None or pd.isna(reason) else str(reason)}
 
     def status(self) -> dict[str, Any]:
         """What ``/info/`` shows under ``dad``."""

@@ -42,11 +42,12 @@ class ServeLog:
 
 
 def node_name(fields: dict[str, Any]) -> str:
-    """What 3D Slicer shows as the volume's name: the case and its DAD fields."""
+    """What 3D Slicer shows as the volume's name: the case and its DAD fields (and the audit's reason)."""
     def num(v: Any) -> str:
         return "n/a" if v is None else f"{v:.3f}"
-    return (f"{fields['case_id']} | DAD rank {fields['dad_rank']}/{fields['dad_cases']} | DAD {num(fields['dad'])}"
+    name = (f"{fields['case_id']} | DAD rank {fields['dad_rank']}/{fields['dad_cases']} | DAD {num(fields['dad'])}"
             f" | sigma {num(fields['sigma'])} | {fields['region']}")
+    return name + (f" | {fields['reason']}" if fields.get("reason") else "")
 
 
 class DADStrategy(Strategy):
@@ -149,3 +150,18 @@ class PruningView(DADStrategy):
     def order(self, table: pd.DataFrame, options: dict[str, Any]) -> list[str]:
         removed = pruned_by(table, options["rate"], options["keep"], options["stratify"])
         return list(_by_dad(table[np.asarray(removed)])["id"])
+
+
+class AuditFirst(DADStrategy):
+    """The label audit's review order (``audit_rank`` of ``nnunet-diet audit``'s ``audit.csv``): what the table
+    lists first is what "Next Sample" serves first."""
+
+    def __init__(self, scores: DADScores, served: ServeLog) -> None:
+        super().__init__("Label audit: the order of nnunet-diet audit (audit.csv), flagged cases with their reason",
+                         scores, served)
+
+    def order(self, table: pd.DataFrame, options: dict[str, Any]) -> list[str]:
+        if "audit_rank" not in table.columns:
+            raise DietError(f"{self.scores.csv}: no audit_rank column; start the server with --conf dad_scores "
+                            "<fold>/dad/audit.csv (written by nnunet-diet audit)")
+        return list(table.sort_values(["audit_rank", "id"], na_position="last", kind="stable")["id"])

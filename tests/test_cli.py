@@ -19,7 +19,7 @@ def run(*args, check=True):
 
 
 @pytest.mark.parametrize("command", ["pipeline", "scores", "select", "normdel", "prune", "lite-plans",
-                                     "trainer-path", "embed", "meddel", "normdel-table", "report", "medmnist"])
+                                     "trainer-path", "embed", "meddel", "normdel-table", "report", "audit", "medmnist"])
 def test_every_command_has_help(command):
     out = run(command, "--help").stdout
     assert out.startswith(f"usage: nnunet-diet {command}")

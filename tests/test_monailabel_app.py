@@ -40,7 +40,7 @@ PLAIN_NAMED = ("hippocampus_003", "hippocampus_006", "hippocampus_008")
 IMAGE_IDS = {"hippocampus_037": "hippocampus_037_0000", "hippocampus_015": "hippocampus_015_0000",
              "hippocampus_001": "hippocampus_001_0000", "hippocampus_003": "hippocampus_003",
              "hippocampus_006": "hippocampus_006", "hippocampus_008": "hippocampus_008"}
-STRATEGIES = ["dad_hardest", "dad_ambiguous", "dad_pruning"]
+STRATEGIES = ["dad_hardest", "dad_ambiguous", "dad_pruning", "audit"]
 
 
 def _free_port() -> int:
@@ -52,7 +52,7 @@ def _free_port() -> int:
 class Server:
     """A ``monailabel start_server`` process on 127.0.0.1 and a free port."""
 
-    def __init__(self, studies: Path, scores: Path, log: Path) -> None:
+    def __init__(self, studies: Path, scores: Path, log: Path, **conf: Path) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -61,7 +61,9 @@ class Server:
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP), "--studies",
-                 str(studies), "--conf", "dad_scores", str(scores), "--host", "127.0.0.1", "--port", str(self.port)],
+                 str(studies), "--conf", "dad_scores", str(scores), *[a for k, v in conf.items() for a in
+                                                                      ("--conf", k, str(v))],
+                 "--host", "127.0.0.1", "--port", str(self.port)],
                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
 
     def wait_ready(self) -> MONAILabelClient:
@@ -112,7 +114,14 @@ def run(tmp_path_factory):
     bad_studies.mkdir()
     shutil.copy(RAW / "imagesTr" / "hippocampus_037_0000.nii.gz", bad_studies)
     table.index = table["id"].to_numpy()
-    return {"root": root, "fold": fold, "table": table, "studies": studies,
+    # The label audit of the same fold, written by the command (window 10 as the scores above).
+    shutil.copy(EXAMPLES / "hippocampus_dice.npz", fold / "dad" / "dynamics.npz")
+    audit = subprocess.run([str(Path(sys.executable).parent / "nnunet-diet"), "audit", str(fold)],
+                           capture_output=True, text=True, timeout=120)
+    assert audit.returncode == 0, audit.stderr
+    (root / "no_labels").mkdir()
+    shutil.copytree(studies, root / "audit_studies")  # a datastore of its own (the index file is per folder)
+    return {"root": root, "fold": fold, "table": table, "studies": studies, "audit": fold / "dad" / "audit.csv",
             "labels": labels, "bad_scores": root / "eva_scores.csv", "bad_studies": bad_studies}
 
 
@@ -120,7 +129,9 @@ def run(tmp_path_factory):
 def servers(run):
     """Both servers start at once (start-up is mostly imports); each test waits for the one it uses."""
     started = {"main": Server(run["studies"], run["fold"], run["root"] / "main.log"),
-               "bad": Server(run["bad_studies"], run["bad_scores"], run["root"] / "bad.log")}
+               "bad": Server(run["bad_studies"], run["bad_scores"], run["root"] / "bad.log"),
+               "audit": Server(run["root"] / "audit_studies", run["audit"], run["root"] / "audit.log",
+                               nnunet_labels=run["root"] / "no_labels")}
     yield started
     for server in started.values():
         server.stop()
@@ -247,6 +258,34 @@ def test_bad_scores_file_is_reported_and_the_server_still_serves(servers, run):
     assert bad.next_sample("dad_hardest", {}) == {}
     assert list(bad.datastore()["objects"]) == ["hippocampus_037_0000"]
     assert expected in servers["bad"].log.read_text()
+
+
+def test_audit_strategy_serves_the_audit_table_order_with_its_reasons(servers, run):
+    client = servers["audit"].wait_ready()
+    info = client.info()
+    assert list(info["strategies"])[0] == "audit"  # an audit.csv: 3D Slicer's default is the audit order
+    audit = pd.read_csv(run["audit"], dtype={"id": str, "reason": str}).fillna({"reason": ""})
+    expected = [c for c in audit["id"] if c in IMAGE_IDS]  # the table's order, restricted to the studies
+    annotator = MONAILabelClient(client._server_url, client_id="auditor")
+    for case in expected[:3]:
+        sample = annotator.next_sample("audit", {})
+        row = audit.set_index("id").loc[case]
+        assert (sample["case_id"], sample["audit_rank"], sample["reason"]) == (case, row["audit_rank"], row["reason"])
+        assert sample["PatientID"].startswith(f"{case} | DAD rank ")
+        if row["reason"]:
+            assert sample["PatientID"].endswith(f" | {row['reason']}")
+        label = RAW / "labelsTr" / f"{case}.nii.gz"
+        annotator.save_label(sample["id"], str(label), tag="final")  # reviewed: the queue moves on
+    # the labels folder it was given holds none of the cases' labels: said at WARNING level, not INFO
+    log = servers["audit"].log.read_text()
+    warning = [line for line in log.splitlines() if "no training label found for any of 6 case(s)" in line]
+    assert warning and "WARNING" in warning[0], log[-2000:]
+    assert info["dad"]["original_labels"] == 0
+
+
+def test_audit_strategy_on_a_plain_scores_file_names_the_missing_column(client):
+    with pytest.raises(MONAILabelClientException):
+        client.next_sample("audit", {})
 
 
 # Framework-free helpers (nnunet_diet.report.review), in process.

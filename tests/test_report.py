@@ -122,8 +122,9 @@ def test_fold_report_is_one_self_contained_file(fold_report):
     assert "<script" not in page.lower() and "<link" not in page.lower()
     sources = re.findall(r'src="([^"]*)"', page)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
-    assert page.count('<div class="thumb"><img') == 12  # 4 easiest, 4 most ambiguous, 4 hardest
-    assert len(sources) == 12 + 3  # + data map, moving distance, DAD over epochs
+    # 4 easiest, 4 most ambiguous, 4 hardest, and the first 8 of the label-audit queue
+    assert page.count('<div class="thumb"><img') == 12 + 8
+    assert len(sources) == 12 + 8 + 3  # + data map, moving distance, DAD over epochs
     # the data map's hover areas: one per case, linked to its table row
     assert page.count("<area ") == 40 and page.count('id="case-hippocampus_') == 40
 
@@ -192,7 +193,7 @@ def test_fold_report_with_explicit_raw(nnunet, tmp_path, capsys, monkeypatch):
     rc, stdout, _ = inproc(capsys, monkeypatch, "report", nnunet["fold"], "--raw", EXAMPLES / "hippocampus40",
                            "--thumbs", 1, "--rate", 0.2, "-o", out)
     assert rc == 0 and "images for all 3 cases shown" in stdout
-    assert out.read_text().count('<div class="thumb"><img') == 3
+    assert out.read_text().count('<div class="thumb"><img') == 3 + 2  # + the first 2 of the label-audit queue
     total = md_table(out.with_suffix(".md").read_text(), "Cases per centre").set_index("centre").loc["all"]
     assert (total["easy %"], total["hard %"], total["keep ambiguous: removed"]) == ("10.0", "10.0", "8")
 
@@ -202,7 +203,7 @@ def test_fold_report_without_images_says_where_it_looked(nnunet, tmp_path, capsy
     rc, stdout, _ = inproc(capsys, monkeypatch, "report", nnunet["fold"] / "dad", "-o", out)
     assert rc == 0 and "images for 0 of 12 cases" in stdout
     page = out.read_text()
-    assert page.count('<div class="missing">no image</div>') == 12
+    assert page.count('<div class="missing">no image</div>') == 12 + 8  # + the first 8 of the label-audit queue
     assert "Looked in: " + str(nnunet["root"] / "nnUNet_raw" / DATASET) in html.unescape(page)
     assert "No centre per case" in page
 
@@ -400,7 +401,7 @@ def test_reports_render_in_headless_chromium(fold_report, medmnist_report, tmp_p
     assert any("csp: http://127.0.0.1:9/x.png" in e for e in probe["errors"]) and "error: boom" in probe["errors"]
     assert console
 
-    for report, n_images in ((fold_report, 15), (medmnist_report, None)):
+    for report, n_images in ((fold_report, 23), (medmnist_report, None)):
         probe, console = render_check(report["html"], tmp_path, report["out"].name + ".probe.html")
         expected = n_images or report["html"].count("<img ")
         assert probe == {"images": expected, "broken": [], "errors": []}

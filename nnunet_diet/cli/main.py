@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from ..core.errors import DietError
-from . import meddel, medmnist, nnunet, normdel, pipeline, report, scores, select
+from . import audit, meddel, medmnist, nnunet, normdel, pipeline, report, scores, select
 
-COMMANDS = (pipeline, scores, select, nnunet, normdel, meddel, report, medmnist)
+COMMANDS = (pipeline, scores, select, nnunet, normdel, meddel, report, audit, medmnist)
 
 
 class OneLineParser(argparse.ArgumentParser):

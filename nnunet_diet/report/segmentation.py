@@ -25,6 +25,7 @@ from ..core.selection import regions
 from ..core.store import DynamicsStore
 from ..nnunet.config import centre_of
 from .agreement import agreement_section
+from .audit import audit_section
 from .html import Report, fmt, hover_data_map
 from .plots import plot_dad_curves, plot_moving_distance
 from .review import KEEP_MODES, pruned_by, read_dad_scores
@@ -223,6 +224,8 @@ def build_fold_report(src: FoldInput, *, rate: float | None = None, centres: str
         looked = "; ".join(src.finder.looked) or "nowhere (no dataset name in the fold path; pass --raw DIR)"
         rep.para(f"Images found for {found} of {shown} cases. Looked in: {looked}. Pass --raw DIR (an nnU-Net raw "
                  "dataset folder with imagesTr/ and labelsTr/) or set nnUNet_raw.", note=True)
+
+    audit_section(rep, src.csv.parent, src.finder, 2 * n_thumbs)
 
     # per centre
     rep.heading("Per centre")

@@ -1,0 +1,317 @@
+"""Label audit: do DAD's review queue and cleanlab put deliberately corrupted training labels first?
+
+1. Corrupt ``--fraction`` (10 %) of the labels of a real raw dataset (``make_nnunet_datasets.py``), seeded; the
+   clean dataset is left as it is and the corrupted copy is written under ``--work``. ``--mix`` (default):
+   the corrupted cases are split evenly over the types, so one set of trainings per seed measures them all
+   (per type: that type's corrupted cases against the clean ones). Types: ``erased`` (no foreground),
+   ``swapped`` (labels 1 and 2 exchanged; datasets with two foreground labels), ``translated`` (shifted by
+   half the object's extent along its longest axis), ``dilated`` / ``eroded`` (by ``--radius`` voxels),
+   ``half`` (the half beyond the centroid along the longest axis erased), ``mismatched`` (another case's
+   label, centre-cropped / padded to this case's shape).
+2. One scoring run: fold 0 of nnU-Net's own 5-fold split with ``nnUNetTrainerDADAdam_{E}epochs_{I}iters``
+   (stop rule reporting only, exact mode every ``--exact-every`` epochs, ``--npz``) -> DAD online and exact
+   (at the end and at the stop-rule window), EL2N and EL2Nx (exact series), the product's audit order.
+3. ``--cleanlab``: folds 1-4 with the same trainer and schedule (``--npz``, no exact mode) -> cleanlab's
+   ``get_label_quality_scores`` on every case's out-of-fold softmax (``nnunet_diet.nnunet.audit``).
+4. Scored on fold 0's training cases (what DAD sees): AUROC, average precision, recall in the first 10 % /
+   20 % of the queue, training iterations each method needed; the epoch from which the first 10 % of the
+   exact DAD queue no longer changes. Random order with the same seed as a floor.
+
+Run:  .venv/bin/python benchmarks/make_nnunet_datasets.py polyp -n 50 --max-side 32 -o /tmp/raw/Polyp100px32
+      OMP_NUM_THREADS=1 .venv/bin/python benchmarks/label_audit.py --raw /tmp/raw/Polyp100px32 --dataset-id 960 \
+          --configuration 2d --epochs 10 --iterations 10 --window 2 --seeds 0 1 2 --cleanlab
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from nnunet_diet.cli.pipeline import BIN, _step
+from nnunet_diet.core.audit import empty_labels, review_order
+from nnunet_diet.core.classification import el2n
+from nnunet_diet.core.dad import dad_trajectory
+from nnunet_diet.core.store import DynamicsStore
+from nnunet_diet.nnunet.audit import cleanlab_scores
+
+from make_example_dynamics import centre_fit
+from nnunet_runs import NnunetRuns
+
+TYPES = ("erased", "swapped", "translated", "dilated", "eroded", "half", "mismatched")
+
+
+# ---------------------------------------------------------------------------- label files
+def read_label(path: Path) -> tuple[np.ndarray, object]:
+    if path.name.endswith(".nii.gz"):
+        import nibabel as nib
+
+        img = nib.load(str(path))
+        return np.asarray(img.dataobj).round().astype(np.uint8), img
+    from PIL import Image
+
+    return np.asarray(Image.open(path)).astype(np.uint8), None
+
+
+def write_label(path: Path, label: np.ndarray, ref: object) -> None:
+    if path.name.endswith(".nii.gz"):
+        import nibabel as nib
+
+        nib.save(nib.Nifti1Image(label.astype(np.uint8), ref.affine, ref.header), str(path))
+        return
+    from PIL import Image
+
+    Image.fromarray(label.astype(np.uint8)).save(path)
+
+
+# ---------------------------------------------------------------------------- corruptions
+def _longest_axis(fg: np.ndarray) -> tuple[int, int, float]:
+    """Axis of the largest extent of the foreground, that extent (voxels) and the centroid on it."""
+    coords = np.argwhere(fg)
+    extent = coords.max(0) - coords.min(0) + 1
+    axis = int(np.argmax(extent))
+    return axis, int(extent[axis]), float(coords[:, axis].mean())
+
+
+def corrupt(label: np.ndarray, kind: str, radius: int, other: np.ndarray | None) -> np.ndarray:
+    """One corrupted copy of ``label`` (integer classes, 0 = background)."""
+    fg = label > 0
+    if kind == "erased":
+        return np.zeros_like(label)
+    if kind == "swapped":
+        out = label.copy()
+        out[label == 1], out[label == 2] = 2, 1
+        return out
+    if kind == "translated":
+        axis, extent, _ = _longest_axis(fg)
+        shift = max(1, extent // 2)
+        out = np.zeros_like(label)
+        src = [slice(None)] * label.ndim
+        dst = [slice(None)] * label.ndim
+        src[axis], dst[axis] = slice(0, label.shape[axis] - shift), slice(shift, None)
+        out[tuple(dst)] = label[tuple(src)]
+        return out
+    if kind in ("dilated", "eroded"):
+        out = np.zeros_like(label) if kind == "eroded" else label.copy()
+        for value in np.unique(label[fg]):
+            mask = label == value
+            if kind == "dilated":
+                grown = ndimage.binary_dilation(mask, iterations=radius) & (label == 0)
+                out[grown & (out == 0)] = value
+            else:
+                out[ndimage.binary_erosion(mask, iterations=radius)] = value
+        return out
+    if kind == "half":
+        axis, _, centre = _longest_axis(fg)
+        index = np.indices(label.shape)[axis]
+        out = label.copy()
+        out[index > centre] = 0
+        return out
+    if kind == "mismatched":
+        return centre_fit(other, label.shape)
+    raise ValueError(kind)
+
+
+def mean_dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over the foreground classes of either label of the per-class Dice (nnU-Net's foreground mean)."""
+    values = [2 * np.sum((a == c) & (b == c)) / (np.sum(a == c) + np.sum(b == c))
+              for c in np.union1d(np.unique(a[a > 0]), np.unique(b[b > 0]))]
+    return float(np.mean(values)) if values else 1.0
+
+
+def corrupt_dataset(clean: Path, out: Path, seed: int, fraction: float, types: list[str], radius: int) -> dict:
+    """Copy ``clean`` to ``out`` with ``fraction`` of its labels corrupted; returns ``case -> {type, dice}``."""
+    if out.exists():
+        return json.loads((out / "corruption.json").read_text())
+    meta = json.loads((clean / "dataset.json").read_text())
+    ending = meta["file_ending"]
+    n_fg = sum(1 for v in meta["labels"].values() if v > 0)
+    types = [t for t in types if t != "swapped" or n_fg >= 2]
+    cases = sorted(p.name.removesuffix(ending) for p in (clean / "labelsTr").glob(f"*{ending}"))
+    labels = {c: read_label(clean / "labelsTr" / f"{c}{ending}") for c in cases}
+    rng = np.random.default_rng(seed)
+    candidates = [c for c in cases if (labels[c][0] > 0).any()]
+    chosen = sorted(rng.choice(candidates, int(round(fraction * len(cases))), replace=False))
+    shutil.copytree(clean, out)
+    manifest = {}
+    for i, case in enumerate(chosen):
+        kind = types[i % len(types)]
+        label, ref = labels[case]
+        other = labels[str(rng.choice([c for c in candidates if c != case]))][0]
+        bad = corrupt(label, kind, radius, other)
+        write_label(out / "labelsTr" / f"{case}{ending}", bad, ref)
+        manifest[case] = {"type": kind, "dice_to_clean": round(mean_dice(bad, label), 4)}
+    (out / "corruption.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+# ---------------------------------------------------------------------------- methods
+def _at(store: DynamicsStore, series: str, window: int, where: str) -> tuple[np.ndarray, int | None]:
+    """DAD of every case at the last window (``end``) or at the stop-rule window (``stop``, if it fired)."""
+    traj = dad_trajectory(store[series], window)
+    w = len(traj.dad) - 1 if where == "end" or traj.stop is None else traj.stop
+    return traj.dad[w], int(traj.window_end_epochs[w])
+
+
+def suspicion(order: np.ndarray) -> np.ndarray:
+    """Queue position -> a score where higher = reviewed earlier."""
+    s = np.empty(len(order))
+    s[order] = -np.arange(len(order), dtype=float)
+    return s
+
+
+def methods(store: DynamicsStore, window: int, iterations: int, seed: int, cleanlab: dict | None) -> dict:
+    """``name -> (suspicion per case of store.ids, training iterations it needed, note)``."""
+    ids = store.ids
+    first = empty_labels(store, "el2n_exact", "el2nx_exact")
+    out = {}
+    for series, label in (("dice", "online"), ("dice_exact", "exact")):
+        for where in ("stop", "end"):
+            dad, epoch = _at(store, series, window, where)
+            name = f"DAD {label}, {where}"
+            out[name] = (suspicion(review_order(dad, ids, first)), (epoch + 1) * iterations, f"epoch {epoch}")
+    E = store.n_epochs
+    for name, series in (("EL2N", "el2n_exact"), ("EL2Nx", "el2nx_exact")):
+        score = el2n(store[series], (0, E))
+        if name == "EL2Nx":
+            score = np.where(first, np.inf, score)  # an empty label has no EL2Nx: reviewed first
+        out[name] = (suspicion(np.lexsort((ids, -np.nan_to_num(score, nan=-np.inf)))), E * iterations, "")
+    if cleanlab is not None:
+        q = np.array([cleanlab[c] for c in ids])
+        out["cleanlab (5 folds, out-of-fold)"] = (-q, 5 * E * iterations, "")
+    rng = np.random.default_rng(seed)
+    out["random"] = (suspicion(rng.permutation(len(ids))), 0, "")
+    return out
+
+
+def metrics(score: np.ndarray, bad: np.ndarray, subset: np.ndarray) -> dict:
+    """AUROC and AP on ``subset``; recall of its positives in the first 10 % / 20 % of the whole queue."""
+    y, s = bad[subset], score[subset]
+    order = np.argsort(-score, kind="stable")
+    out = {"AUROC": float(roc_auc_score(y, s)), "AP": float(average_precision_score(y, s))}
+    for share in (0.1, 0.2):
+        top = np.zeros(len(score), bool)
+        top[order[: int(np.ceil(share * len(score)))]] = True
+        out[f"R@{int(share * 100)}%"] = float((top & bad & subset).sum() / (bad & subset).sum())
+    return out
+
+
+def stable_from(store: DynamicsStore, window: int, share: float = 0.1) -> int | None:
+    """First epoch from which the first ``share`` of the exact DAD queue is the set it is at the end."""
+    traj = dad_trajectory(store["dice_exact"], window)
+    first = empty_labels(store, "el2n_exact", "el2nx_exact")
+    k = int(np.ceil(share * store.n_samples))
+    sets = [set(review_order(d, store.ids, first)[:k]) for d in traj.dad]
+    w = len(sets) - 1
+    while w > 0 and sets[w - 1] == sets[-1]:
+        w -= 1
+    return int(traj.window_end_epochs[w])
+
+
+# ---------------------------------------------------------------------------- runs
+def run_folder(args: argparse.Namespace, raw: Path, dataset_id: int) -> tuple[str, Path]:
+    """Dataset name and nnU-Net run folder of one seed (as :class:`NnunetRuns` names them)."""
+    name = f"Dataset{dataset_id:03d}_{raw.name}"
+    trainer = f"nnUNetTrainerDADAdam_{args.epochs}epochs_{args.iterations}iters"
+    return name, args.work / "nnUNet_results" / name / f"{trainer}__nnUNetPlans_lite__{args.configuration}"
+
+
+def trained(folder: Path) -> bool:
+    return (folder / "validation" / "summary.json").is_file()
+
+
+def train(runs: NnunetRuns, fold: int, exact_every: int) -> Path:
+    folder = runs.results / f"fold_{fold}"
+    if not trained(folder):
+        env = dict(runs.env, NNUNET_DIET_STOP="0", NNUNET_DIET_EXACT_EVERY=str(exact_every))
+        _step(f"train fold {fold}", [BIN / "nnUNetv2_train", runs.d, runs.c, str(fold), "-tr", runs.trainer, "-p",
+                                     "nnUNetPlans_lite", "-device", "cpu", "--npz"], env,
+              runs.work / "logs" / f"{runs.name}_fold{fold}.log")
+    return folder
+
+
+def one_seed(args: argparse.Namespace, seed: int) -> dict:
+    raw = args.work / "raw" / f"{args.raw.name}_s{seed}"
+    manifest = corrupt_dataset(args.raw, raw, seed, args.fraction, args.types, args.radius)
+    name, results = run_folder(args, raw, args.dataset_id + seed)
+    folds = range(5) if args.cleanlab else range(1)
+    if not args.analyse_only and not all(trained(results / f"fold_{f}") for f in folds):
+        runs = NnunetRuns(raw, args.dataset_id + seed, args.configuration, args.work, args.epochs,
+                          args.iterations, args.window)
+        for fold in folds:
+            train(runs, fold, args.exact_every if fold == 0 else 0)
+    store = DynamicsStore.load(results / "fold_0" / "dad" / "dynamics.npz")
+    cl = None
+    if args.cleanlab and all(trained(results / f"fold_{f}") for f in range(5)):
+        ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
+        cases = sorted(p.name.removesuffix(ending) for p in (raw / "labelsTr").glob(f"*{ending}"))
+        q = cleanlab_scores(results, cases, {c: raw / "labelsTr" / f"{c}{ending}" for c in cases}, name)
+        cl = dict(zip(cases, q.tolist()))
+    ids = [str(i) for i in store.ids]
+    bad = np.array([i in manifest for i in ids])
+    kinds = np.array([manifest[i]["type"] if i in manifest else "" for i in ids])
+    result = {"seed": seed, "dataset": name, "cases": len(ids), "corrupted": int(bad.sum()),
+              "stable_top10_from_epoch": stable_from(store, args.window),
+              "stop_epoch": dad_trajectory(store["dice_exact"], args.window).stop_epoch, "methods": {},
+              "corrupted_cases": {i: manifest[i] for i in ids if i in manifest}}
+    for method, (score, iters, note) in methods(store, args.window, args.iterations, seed, cl).items():
+        rows = {"all": metrics(score, bad, np.ones(len(ids), bool))}
+        for kind in sorted(set(kinds[bad])):
+            rows[kind] = metrics(score, bad & (kinds == kind), ~bad | (kinds == kind))
+        result["methods"][method] = {"iterations": iters, "note": note, "metrics": rows}
+    return result
+
+
+def table(results: list[dict]) -> str:
+    """Markdown: per method, mean ± std over seeds of each metric on all corrupted cases, then AP per type."""
+    names = list(results[0]["methods"])
+    kinds = sorted({k for r in results for k in next(iter(r["methods"].values()))["metrics"] if k != "all"})
+
+    def ms(values: list[float]) -> str:
+        return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+    lines = ["| method | iterations | AUROC | AP | recall first 10 % | recall first 20 % |",
+             "|---|---|---|---|---|---|"]
+    for n in names:
+        m = [r["methods"][n]["metrics"]["all"] for r in results]
+        iters = sorted({r["methods"][n]["iterations"] for r in results})
+        cells = " | ".join(ms([x[k] for x in m]) for k in ("AUROC", "AP", "R@10%", "R@20%"))
+        lines.append(f"| {n} | {'/'.join(map(str, iters))} | {cells} |")
+    lines += ["", "| method | " + " | ".join(f"AP {k}" for k in kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
+    for n in names:
+        cells = []
+        for k in kinds:
+            vals = [r["methods"][n]["metrics"][k]["AP"] for r in results if k in r["methods"][n]["metrics"]]
+            cells.append(ms(vals) if vals else "-")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    NnunetRuns.add_arguments(parser, configuration="2d", work="/tmp/diet_label_audit", epochs=10)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="corruption seeds")
+    parser.add_argument("--fraction", type=float, default=0.1, help="share of labels corrupted")
+    parser.add_argument("--types", nargs="+", default=list(TYPES), choices=TYPES)
+    parser.add_argument("--radius", type=int, default=2, help="dilation / erosion in voxels")
+    parser.add_argument("--cleanlab", action="store_true", help="train folds 1-4 too and score cleanlab")
+    parser.add_argument("--analyse-only", action="store_true", help="train nothing: score the finished folds")
+    args = parser.parse_args()
+    args.work = args.work.resolve()
+    results = []
+    out = args.work / ("label_audit_partial.json" if args.analyse_only else "label_audit.json")
+    for seed in args.seeds:
+        results.append(one_seed(args, seed))
+        out.write_text(json.dumps(results, indent=2))
+        print(json.dumps({k: v for k, v in results[-1].items() if k != "methods"}, indent=1))
+        print(table(results), flush=True)
+    print(f"\nresults: {out}")
+
+
+if __name__ == "__main__":
+    main()
