@@ -160,8 +160,8 @@ def build_fold_report(src: FoldInput, *, rate: float | None = None, centres: str
     if src.summary:
         facts.append(f"epochs trained: {src.summary.get('epochs_trained', src.summary.get('n_epochs', '?'))}"
                      f" of {src.summary.get('num_epochs', '?')}; DAD window {cfg['window']} epochs; "
-                     f"stop rule fired at epoch {stop if stop is not None else '- (never)'}; "
-                     f"DAD scored at epoch {src.summary.get('dad_scored_at_epoch', '?')}")
+                     + (f"stop rule fired at epoch {stop}; " if stop is not None else "stop rule did not fire; ")
+                     + f"DAD scored at epoch {src.summary.get('dad_scored_at_epoch', '?')}")
     facts.append(f"regions: pruning rate {rate:g} (hard = lowest {rate / 2:g} of DAD, easy = highest "
                  f"{rate / 2:g}, ambiguous = the rest)")
     rep.bullets(facts)
