@@ -18,7 +18,7 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.strategy import Strategy
 
 from nnunet_diet.core.errors import DietError
-from nnunet_diet.report.review import KEEP_MODES, ambiguous_band, match_images, pruned_by
+from nnunet_diet.report.review import REGIONS, ambiguous_band, match_images, pruned_by
 
 from .scoring import DADScores
 
@@ -142,7 +142,7 @@ class PruningView(DADStrategy):
     """The cases ``nnunet-diet prune --rate RATE --mode KEEP`` would remove, lowest DAD first: a human check
     before pruning."""
 
-    options = {"rate": 0.4, "keep": list(KEEP_MODES), "stratify": False}
+    options = {"rate": 0.4, "keep": list(REGIONS), "stratify": False}
 
     def __init__(self, scores: DADScores, served: ServeLog) -> None:
         super().__init__("DAD: pruning view (cases the pruning would remove, lowest DAD first)", scores, served)

@@ -167,3 +167,18 @@ def test_normdel_bad_input():
         normdel(79.38, 0.05)
     with pytest.raises(DietError, match=r"retained fraction must be in \(0, 1\]"):
         normdel(0.7, 0.0)
+
+
+def test_one_direction_table_gives_every_papers_choice():
+    """EVA, EL2N, forgetting keep their highest values, AUM its lowest margins, DAD its middle (the
+    papers'); and 'easy' / 'hard' name the opposite ends of each score through the same table."""
+    from nnunet_diet.core.scores import EASY_END, SCORE_DIRECTIONS, selection_mode
+
+    assert SCORE_DIRECTIONS == {"eva": "top", "el2n": "top", "el2nx": "top", "forgetting": "top",
+                                "aum": "bottom", "dad": "middle"}
+    for score, end in EASY_END.items():
+        easy, hard = selection_mode(score, "easy"), selection_mode(score, "hard")
+        assert {easy, hard} == {"top", "bottom"} and easy == ("top" if end == "high" else "bottom")
+    values = np.array([0.9, 0.1, 0.5, 0.3])  # EL2N: row 1 is the easiest (smallest error)
+    assert list(select(values, 0.25, selection_mode("el2n", "easy"))) == [1]
+    assert list(select(values, 0.25, selection_mode("dad", "easy"))) == [0]  # DAD: highest Dice is easy

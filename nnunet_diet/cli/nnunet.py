@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..core.errors import DietError
+from ..core.selection import KEEP_MODES
 from ..nnunet.config import centre_of
 from ..nnunet.schedules import TRAINERS, variants
 
@@ -53,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--easy-end", choices=["high", "low"], default=None,
                    help="which end of the score is easy (known for dad, el2n, el2nx)")
     p.add_argument("--rate", type=float, default=0.4, help="fraction of training cases removed (default 0.4)")
-    p.add_argument("--mode", choices=["ambiguous", "easy", "hard", "random"], default="ambiguous",
+    p.add_argument("--mode", choices=list(KEEP_MODES), default="ambiguous",
                    help="what is kept: ambiguous (default: both tails rate/2 removed), easy, hard, random")
     p.add_argument("--stratify", action="store_true", help="each centre keeps its share (centres from --centres "
                    "or the scores' group column)")

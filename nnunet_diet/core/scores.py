@@ -8,21 +8,31 @@ import numpy as np
 
 from .classification import aum, el2n, eva, forgetting_events
 from .dad import dad_trajectory
-from .selection import regions
+from .selection import KEEP_MODES, regions
 from .stop_rules import check_stop_rule
 from .store import DynamicsStore
 
-__all__ = ["ScoreConfig", "score_table", "SCORE_DIRECTIONS"]
+__all__ = ["ScoreConfig", "score_table", "SCORE_DIRECTIONS", "EASY_END", "PAPER_KEEPS", "selection_mode"]
 
-# Which end of each score the papers keep: "top" = keep the highest values.
-SCORE_DIRECTIONS = {
-    "eva": "top",         # EVA: highest variance first
-    "el2n": "top",        # EL2N: hardest (largest error) first
-    "el2nx": "top",
-    "forgetting": "top",  # most forgotten first
-    "aum": "bottom",      # lowest margin first
-    "dad": "middle",      # DAD: keep the ambiguous middle
-}
+# Which end of each score is easy, and what each score's paper keeps (KEEP_MODES words): the one table
+# of directions. DAD: high Dice = easy, keep the ambiguous middle; EVA, EL2N, forgetting: high = hard
+# (largest variance / error / most forgotten), keep the hard end; AUM: low margin = hard, keep it.
+EASY_END = {"eva": "low", "el2n": "low", "el2nx": "low", "forgetting": "low", "aum": "high", "dad": "high"}
+PAPER_KEEPS = {"eva": "hard", "el2n": "hard", "el2nx": "hard", "forgetting": "hard", "aum": "hard",
+               "dad": "ambiguous"}
+
+
+def selection_mode(score: str, keep: str | None = None) -> str:
+    """The :func:`~.selection.select` mode over the raw values of ``score`` that keeps ``keep``
+    (ambiguous / easy / hard / random; default: what the score's paper keeps)."""
+    keep = keep or PAPER_KEEPS[score]
+    if keep not in ("easy", "hard"):
+        return KEEP_MODES[keep]
+    return "top" if (keep == "easy") == (EASY_END[score] == "high") else "bottom"
+
+
+# The paper's selection mode of each score ("top" = keep the highest values), a view of the table above.
+SCORE_DIRECTIONS = {score: selection_mode(score) for score in EASY_END}
 
 
 @dataclass(frozen=True)

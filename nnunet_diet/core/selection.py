@@ -16,9 +16,12 @@ import numpy as np
 
 from .errors import DietError, check_fraction
 
-__all__ = ["MODES", "n_kept", "select", "regions", "ccs"]
+__all__ = ["MODES", "KEEP_MODES", "n_kept", "select", "regions", "ccs"]
 
 MODES = ("top", "bottom", "middle", "random")
+# What is kept, in the DAD paper's words (its data-map regions), as the mode that selects it from an
+# easiness score (high = easy): the one vocabulary of prune, the report and the MONAI Label strategies.
+KEEP_MODES = {"ambiguous": "middle", "easy": "top", "hard": "bottom", "random": "random"}
 _NAN_POLICIES = ("raise", "keep", "remove")
 
 

@@ -12,11 +12,9 @@ import pandas as pd
 
 from ..core.atomic import atomic_write_text, backup
 from ..core.errors import DietError, check_fraction
-from ..core.selection import select
+from ..core.scores import EASY_END
+from ..core.selection import KEEP_MODES, select
 
-# Which end of a score is easy: DAD high = easy, EL2N / EL2Nx high = hard.
-EASY_END = {"dad": "high", "el2n": "low", "el2nx": "low"}
-MODES = ("ambiguous", "easy", "hard", "random")
 SPLITS_FILE = "splits_final.json"
 
 
@@ -125,8 +123,8 @@ def prune_fold(train: list[str], scores: pd.DataFrame, column: str, rate: float,
     default: nothing is known against them), removed (``remove``) or an error (``error``).
     """
     rate = check_fraction(rate, "rate")
-    if mode not in MODES:
-        raise DietError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode not in KEEP_MODES:
+        raise DietError(f"unknown mode {mode!r}; choose one of {', '.join(KEEP_MODES)}")
     if len(set(train)) != len(train):
         raise DietError("the fold's training list has duplicate ids")
     by_id = scores.set_index("id")
@@ -145,7 +143,7 @@ def prune_fold(train: list[str], scores: pd.DataFrame, column: str, rate: float,
         easiness = values if easy_end == "high" else -values
     else:
         easiness = None
-    selector = {"ambiguous": "middle", "easy": "top", "hard": "bottom", "random": "random"}[mode]
+    selector = KEEP_MODES[mode]  # over the easiness: high = easy
     if unscored not in ("keep", "remove", "error"):
         raise DietError(f"unscored must be keep, remove or error, got {unscored!r}")
     kept_idx = select(easiness, 1 - rate, selector, groups=groups, seed=seed, n=len(train),

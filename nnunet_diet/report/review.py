@@ -15,14 +15,14 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import DietError, check_fraction
-from ..core.selection import regions, select
+from ..core.selection import KEEP_MODES, regions, select
 
-__all__ = ["SCORE_COLUMNS", "KEEP_MODES", "scores_csv", "read_dad_scores", "ImageMatch", "match_images",
+__all__ = ["SCORE_COLUMNS", "REGIONS", "scores_csv", "read_dad_scores", "ImageMatch", "match_images",
            "ambiguous_band", "pruned_by"]
 
 SCORE_COLUMNS = ("id", "dad", "sigma", "region", "dad_rank")
 # What the pruning keeps -> core selection mode, as ``nnunet-diet prune --mode`` (DAD high = easy).
-KEEP_MODES = {"ambiguous": "middle", "easy": "top", "hard": "bottom"}
+REGIONS = ("ambiguous", "easy", "hard")  # the data map's regions: what prune --mode keeps, random aside
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
@@ -136,8 +136,8 @@ def ambiguous_band(table: pd.DataFrame, rate: float) -> np.ndarray:
 def pruned_by(table: pd.DataFrame, rate: float, keep: str = "ambiguous", stratify: bool = False) -> np.ndarray:
     """Mask of the cases that ``nnunet-diet prune --rate RATE --mode KEEP [--stratify]`` removes
     (unscored cases are kept, as there)."""
-    if keep not in KEEP_MODES:
-        raise DietError(f"unknown keep mode {keep!r}; choose one of {', '.join(KEEP_MODES)}")
+    if keep not in REGIONS:
+        raise DietError(f"unknown keep mode {keep!r}; choose one of {', '.join(REGIONS)}")
     groups = None
     if stratify and "group" in table.columns:
         groups = table["group"].fillna("").to_numpy(str)

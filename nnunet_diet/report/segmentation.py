@@ -25,10 +25,11 @@ from ..core.selection import regions
 from ..core.store import DynamicsStore
 from ..nnunet.config import centre_of
 from .agreement import agreement_section
+from . import review
 from .audit import audit_section
 from .html import Report, fmt, hover_data_map
 from .plots import plot_dad_curves, plot_moving_distance
-from .review import KEEP_MODES, pruned_by, read_dad_scores
+from .review import pruned_by, read_dad_scores
 from .thumbnails import ImageFinder, thumbnail_png
 
 __all__ = ["FoldInput", "locate_fold", "pick_cases", "centre_table", "build_fold_report"]
@@ -110,7 +111,7 @@ def pick_cases(scores: np.ndarray, n: int) -> dict[str, np.ndarray]:
 def centre_table(table: pd.DataFrame, rate: float) -> pd.DataFrame:
     """Per centre (``group``) and in total: cases, mean DAD, share per region, and how many cases each
     pruning mode at ``rate`` removes (``nnunet-diet prune --mode`` without ``--stratify``)."""
-    removed = {keep: pruned_by(table, rate, keep) for keep in KEEP_MODES}
+    removed = {keep: pruned_by(table, rate, keep) for keep in review.REGIONS}
     groups = table["group"].fillna("").astype(str) if "group" in table.columns else pd.Series("", index=table.index)
     labels = sorted(g for g in groups.unique() if g) if (groups != "").any() else []
     rows = []
