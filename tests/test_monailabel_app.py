@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from nnunet_diet.core.store import DynamicsStore  # noqa: E402
 from nnunet_diet.nnunet.splits import prune_fold  # noqa: E402
 from nnunet_diet.report.review import match_images, read_dad_scores, scores_csv  # noqa: E402
 from nnunet_diet.report.tables import write_score_table  # noqa: E402
+from conftest import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "nnunet_diet" / "examples"
@@ -43,17 +43,11 @@ IMAGE_IDS = {"hippocampus_037": "hippocampus_037_0000", "hippocampus_015": "hipp
 STRATEGIES = ["dad_hardest", "dad_ambiguous", "dad_pruning", "audit"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """A ``monailabel start_server`` process on 127.0.0.1 and a free port."""
 
     def __init__(self, studies: Path, scores: Path, log: Path, **conf: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -2,7 +2,6 @@
 same stop decision as one process that saw all patches."""
 
 import json
-import socket
 
 import numpy as np
 import torch.distributed as dist
@@ -13,6 +12,7 @@ from nnunet_diet.core.dad import dad_trajectory
 from nnunet_diet.core.store import DynamicsStore
 from nnunet_diet.nnunet.ddp import all_gather_sums
 from nnunet_diet.nnunet.recorder import SERIES, case_values
+from conftest import free_port
 
 CASES = [f"case_{i}" for i in range(8)]
 EPOCHS = 40
@@ -54,14 +54,8 @@ def _worker(rank: int, world: int, port: int, out: str):
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_gloo_ranks_record_the_same_values_and_stop_together(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0 == r1
     store, traj = _run_epochs([0, 1], lambda acc: acc)  # one process seeing both ranks' patches
