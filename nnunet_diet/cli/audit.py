@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.atomic import atomic_write_text
+from ..core.atomic import atomic_write_text, check_output
 from ..core.audit import AuditConfig
 from ..core.errors import DietError, check_fraction
 
@@ -52,8 +52,7 @@ def run(args: argparse.Namespace) -> int:
     out = (args.output or fold.dad / "audit.csv").expanduser()
     if out.suffix.lower() != ".csv":
         raise DietError(f"{out}: the audit table is a CSV; give a file name ending in .csv")
-    if out.exists() and any(out.resolve() == p.resolve() for p in fold.inputs if p.exists()):
-        raise DietError(f"{out}: is an input of the audit; choose another output file")
+    check_output(out, inputs=fold.inputs)
     table, summary = audit_fold(fold, raw=args.raw, cleanlab_run=args.cleanlab, thresholds=thresholds)
     atomic_write_text(out, table.to_csv(index=False, float_format="%.6g"))
     series = fold.config.dad_series

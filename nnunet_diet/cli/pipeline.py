@@ -126,6 +126,9 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise DietError(f"--dataset-id must be in 1-999 (nnU-Net's DatasetXXX), got {args.dataset_id}")
     if args.window < 1 or args.window > args.epochs:
         raise DietError(f"--window must be in 1-{args.epochs} (--epochs), got {args.window}")
+    if args.retrain_epochs == args.epochs:
+        raise DietError(f"--retrain-epochs {args.retrain_epochs}: must differ from --epochs (the full fold is "
+                        "retrained under another trainer name, next to the scoring run)")
     check_output(args.output, inputs=[args.raw], folder=True)
     check_training_dataset(args.raw)
 
@@ -163,9 +166,6 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     trainer = f"nnUNetTrainerDADAdam_{args.epochs}epochs_{args.iterations}iters"
     retrainer = f"nnUNetTrainerDADAdam_{args.retrain_epochs}epochs_{args.iterations}iters"
-    if retrainer == trainer:
-        raise DietError(f"--retrain-epochs {args.retrain_epochs}: must differ from --epochs (the full fold is "
-                        "retrained under another trainer name, next to the scoring run)")
     name = prepare(args.raw, args.dataset_id, env, logs)
     d = str(args.dataset_id)
     _step(f"train {trainer} on fold 0, recording per-case Dice (DAD window {args.window})",
