@@ -26,12 +26,13 @@ import numpy as np
 from .errors import DietError
 from .selection import select
 
-__all__ = ["STOP_RULES", "check_stop_rule", "threshold_range", "stop_criterion", "first_stop"]
+__all__ = ["STOP_RULES", "check_stop_rule", "threshold_range", "stop_test", "stop_criterion", "first_stop"]
 
 STOP_RULES = {"paper": 0.01, "spearman": 0.9, "kept": 0.9, "noise": 1.0}  # rule -> default threshold
 THRESHOLD_RANGES = {"paper": (0, 1, False), "spearman": (0, 1, True), "kept": (0, 1, True),
                     "noise": (0, np.inf, False)}  # rule -> (low, high, high included)
 _BELOW = {"paper", "noise"}  # rules whose criterion must fall to the threshold (others must rise to it)
+_CRITERIA = {"paper": "L / L_max", "spearman": "Spearman", "kept": "kept overlap", "noise": "L_abs / floor"}
 _MIN_SHARED = 3              # cases seen in both windows needed to compare two rankings
 _BLOCK_ELEMENTS = 1 << 20    # bootstrap draws held at a time
 
@@ -45,6 +46,11 @@ def check_stop_rule(rule: str, threshold: float | None) -> float:
     if not (low < value < high or (closed and value == high)):
         raise DietError(f"stop rule {rule}: threshold must be in {threshold_range(rule)}, got {value}")
     return value
+
+
+def stop_test(rule: str, threshold: float) -> str:
+    """The test ``rule`` stops at, in words for a log line, e.g. ``stops at L / L_max <= 0.01``."""
+    return f"stops at {_CRITERIA[rule]} {'<=' if rule in _BELOW else '>='} {threshold:g}"
 
 
 def threshold_range(rule: str) -> str:

@@ -30,6 +30,7 @@ from ..core.accumulator import EpochAccumulator
 from ..core.atomic import atomic_write_text
 from ..core.dad import dad_trajectory
 from ..core.errors import DietError
+from ..core.stop_rules import stop_test
 from ..core.store import DynamicsStore
 from .config import DADConfig, centre_of
 from .ddp import all_gather_sums
@@ -40,8 +41,6 @@ from .progress import epoch_line
 from .recorder import case_values, patch_sums
 
 LOG_KEYS = ("dad_mean_dice", "dad_moving_distance")
-_RULE_TEST = {"paper": "stops at L / L_max <=", "spearman": "stops at >=", "kept": "stops at >=",
-              "noise": "stops at L_abs / floor <="}
 
 
 class _DADStop(Exception):
@@ -192,7 +191,7 @@ class DADRecordingMixin:
             L_max = np.nanmax(traj.moving_distance) if np.isfinite(traj.moving_distance).any() else np.nan
             self.print_to_log_file(f"DAD window ending at epoch {epoch}: moving distance L = {L_now:.4g} "
                                    f"(L_max so far {L_max:.4g}); stop rule {cfg.stop_rule}: criterion "
-                                   f"{traj.criterion[-1]:.4g} ({_RULE_TEST[cfg.stop_rule]} {cfg.threshold:g})")
+                                   f"{traj.criterion[-1]:.4g} ({stop_test(cfg.stop_rule, cfg.threshold)})")
             if traj.stop is not None and self.dad_stop_epoch is None:
                 self.dad_stop_epoch = traj.stop_epoch
                 self.print_to_log_file(f"DAD stop rule {cfg.stop_rule} fired at epoch {traj.stop_epoch}"
