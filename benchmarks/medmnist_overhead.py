@@ -1,13 +1,14 @@
 """Recording overhead of the MedMNIST trainer: epochs with and without per-sample recording, interleaved.
 
 One model and optimiser train on the full PneumoniaMNIST training split; epochs alternate between
-recording (the :class:`EpochRecorder` plus its end-of-epoch gather and store write) and not recording,
+recording (the shared :class:`~nnunet_diet.recording.EpochAccumulator` plus the end-of-epoch
+store write) and not recording,
 in the order rec/plain, plain/rec, ... so that drifts in machine load hit both alike. Reported for
 wall-clock time and for the process's CPU time (less sensitive to other jobs on a shared machine;
 on a GPU only wall time counts): the median epoch time of each kind, the overhead
 ``median(rec) / median(plain) - 1`` and the median of the paired per-round ratios. Goal: <= 2 %.
-Also timed directly: the CPU seconds spent inside the recorder (its per-batch ``add`` and the
-end-of-epoch ``flush``) per recorded epoch, against the median CPU time of a plain epoch; on a
+Also timed directly: the CPU seconds spent inside the recorder (its per-batch ``update`` and the
+end-of-epoch ``record_epoch``) per recorded epoch, against the median CPU time of a plain epoch; on a
 crowded machine this is the steadier figure (the difference of two noisy epoch times is not).
 
     .venv/bin/python benchmarks/medmnist_overhead.py --rounds 6 --width 16
@@ -28,24 +29,39 @@ import torch
 from nnunet_diet.core.store import DynamicsStore
 from nnunet_diet.medmnist.data import load_medmnist
 from nnunet_diet.medmnist.model import build_resnet
-from nnunet_diet.medmnist.recording import SERIES, EpochRecorder, epoch_order
-from nnunet_diet.medmnist.trainer import TrainConfig, make_optimiser, run_epoch, to_device
+from nnunet_diet.medmnist.distributed import epoch_order
+from nnunet_diet.medmnist import trainer
+from nnunet_diet.medmnist.recorder import SERIES, batch_dynamics
+from nnunet_diet.medmnist.trainer import TrainConfig, make_optimiser, record_epoch, run_epoch, to_device
+from nnunet_diet.recording import EpochAccumulator
 
 
-class TimedRecorder(EpochRecorder):
-    """An :class:`EpochRecorder` that adds up the CPU time spent in its own methods."""
+class TimedRecorder(EpochAccumulator):
+    """The trainer's accumulator, adding up the CPU time of its per-batch work (``update`` and the
+    :func:`~nnunet_diet.medmnist.recorder.batch_dynamics` it is given) and of the epoch's store write."""
 
     cpu_seconds = 0.0
 
-    def add(self, ids: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    def update(self, index: torch.Tensor, sums: dict) -> None:
         start = time.process_time()
-        super().add(ids, logits, labels)
-        self.cpu_seconds += time.process_time() - start
+        super().update(index, sums)
+        TimedRecorder.cpu_seconds += time.process_time() - start
 
-    def flush(self, epoch: int) -> None:
+    def record(self, store: DynamicsStore, epoch: int) -> None:
         start = time.process_time()
-        super().flush(epoch)
-        self.cpu_seconds += time.process_time() - start
+        record_epoch(self, store, epoch)
+        TimedRecorder.cpu_seconds += time.process_time() - start
+
+
+def timed_batch_dynamics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """:func:`batch_dynamics`, its CPU time added to the recorder's (run_epoch calls it only when recording)."""
+    start = time.process_time()
+    values = batch_dynamics(logits, labels)
+    TimedRecorder.cpu_seconds += time.process_time() - start
+    return values
+
+
+trainer.batch_dynamics = timed_batch_dynamics
 
 
 def main() -> None:
@@ -69,9 +85,9 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_resnet(data.n_channels, data.n_classes, args.width, args.layers, args.stem_stride).to(device)
     optimiser, scheduler = make_optimiser(model, config, config.epochs * config.iterations_per_epoch(n))
-    x, y, ids = (to_device(a, device) for a in (data.train.images, data.train.labels, np.arange(n)))
+    x, y = (to_device(a, device) for a in (data.train.images, data.train.labels))
     store = DynamicsStore(np.arange(n), SERIES, capacity=config.epochs)
-    recorder = TimedRecorder(store, n, device)
+    recorder = TimedRecorder(np.arange(n), device)
     times: dict[tuple[str, bool], list[float]] = {(k, r): [] for k in ("wall", "cpu") for r in (True, False)}
     epoch = 0
     for r in range(args.rounds):
@@ -80,9 +96,9 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start, cpu = time.perf_counter(), time.process_time()
-            run_epoch(model, optimiser, scheduler, x, y, ids, order, real, args.batch_size, recorder if rec else None)
+            run_epoch(model, optimiser, scheduler, x, y, order, real, args.batch_size, recorder if rec else None)
             if rec:
-                recorder.flush(epoch)
+                recorder.record(store, epoch)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times["wall", rec].append(time.perf_counter() - start)
@@ -99,7 +115,7 @@ def main() -> None:
         print(f"{kind}: median epoch plain {np.median(plain):.3f} s, recording {np.median(rec):.3f} s; overhead "
               f"{100 * (np.median(rec) / np.median(plain) - 1):+.2f} % (median of paired ratios "
               f"{100 * (np.median(rec / plain) - 1):+.2f} %)")
-    inside = recorder.cpu_seconds / args.rounds
+    inside = TimedRecorder.cpu_seconds / args.rounds
     print(f"inside the recorder: {inside:.4f} CPU s per recorded epoch = "
           f"{100 * inside / np.median(times['cpu', False]):.2f} % of a plain epoch's CPU time")
 

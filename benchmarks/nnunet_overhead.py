@@ -43,7 +43,6 @@ def main() -> None:
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     from nnunet_diet.core.dad import dad_trajectory
-    from nnunet_diet.nnunet.ddp import all_gather_sums
     from nnunet_diet.nnunet.exact import ExactEvaluator
     from nnunet_diet.nnunet.recorder import case_values, patch_sums
     plans_name = trainer.plans_manager.plans_name
@@ -96,7 +95,7 @@ def main() -> None:
         t_sums[norms] = (clock() - t0) / 50
 
     t0 = time.perf_counter()
-    ids, sums = all_gather_sums(trainer._dad_acc).aggregate()
+    ids, sums, _ = trainer._dad_acc.aggregate()
     trainer.dad_store.record(0, ids, case_values(sums))
     for e in range(1, 200):  # a store of 200 recorded epochs, as at the end of a long run
         trainer.dad_store.record(e, ids, case_values(sums))

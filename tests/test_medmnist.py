@@ -15,7 +15,7 @@ from nnunet_diet.cli.main import main
 from nnunet_diet.core.errors import DietError
 from nnunet_diet.core.scores import ScoreConfig
 from nnunet_diet.medmnist import METHODS, Coreset, TrainConfig, load_medmnist, retrain, score_run, select_coreset, train
-from nnunet_diet.medmnist.recording import SERIES
+from nnunet_diet.medmnist.recorder import SERIES
 from nnunet_diet.medmnist.selection import coreset_shift
 
 EXAMPLES = Path(nnunet_diet.__file__).parent / "examples"

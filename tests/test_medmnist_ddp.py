@@ -10,7 +10,8 @@ import pytest
 
 import nnunet_diet
 from nnunet_diet.core.store import DynamicsStore
-from nnunet_diet.medmnist.recording import SERIES, epoch_order
+from nnunet_diet.medmnist.distributed import epoch_order
+from nnunet_diet.medmnist.recorder import SERIES
 
 SUBSET = Path(nnunet_diet.__file__).parent / "examples" / "pneumoniamnist_subset.npz"
 

@@ -1,4 +1,4 @@
-"""DDP: per-case sums gathered over 2 gloo processes on CPU give every rank the same records and the
+"""DDP: per-case sums added over 2 gloo processes on CPU give every rank the same records and the
 same stop decision as one process that saw all patches."""
 
 import json
@@ -7,11 +7,10 @@ import numpy as np
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from nnunet_diet.core.accumulator import EpochAccumulator
 from nnunet_diet.core.dad import dad_trajectory
 from nnunet_diet.core.store import DynamicsStore
-from nnunet_diet.nnunet.ddp import all_gather_sums
 from nnunet_diet.nnunet.recorder import SERIES, case_values
+from nnunet_diet.recording import EpochAccumulator
 from conftest import free_port
 
 CASES = [f"case_{i}" for i in range(8)]
@@ -31,14 +30,14 @@ def _patches(rank: int, epoch: int):
     return ids, sums
 
 
-def _run_epochs(ranks, gather):
-    store = DynamicsStore(CASES, SERIES)
+def _run_epochs(ranks):
+    store, acc = DynamicsStore(CASES, SERIES), EpochAccumulator(CASES)
     for epoch in range(EPOCHS):
-        acc = EpochAccumulator()
         for rank in ranks:
             acc.update(*_patches(rank, epoch))
-        ids, sums = gather(acc).aggregate()
+        ids, sums, _ = acc.aggregate()  # under DDP: the sum over every rank
         store.record(epoch, ids, case_values(sums))
+        acc.reset()
     traj = dad_trajectory(store["dice"], 5)
     return store, traj
 
@@ -46,7 +45,7 @@ def _run_epochs(ranks, gather):
 def _worker(rank: int, world: int, port: int, out: str):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        store, traj = _run_epochs([rank], all_gather_sums)
+        store, traj = _run_epochs([rank])
         with open(f"{out}/rank{rank}.json", "w") as fh:
             json.dump({"dice": np.nan_to_num(store["dice"], nan=-1).tolist(), "stop": traj.stop_epoch,
                        "L": np.nan_to_num(traj.moving_distance, nan=-1).tolist()}, fh)
@@ -58,6 +57,6 @@ def test_two_gloo_ranks_record_the_same_values_and_stop_together(tmp_path):
     mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0 == r1
-    store, traj = _run_epochs([0, 1], lambda acc: acc)  # one process seeing both ranks' patches
+    store, traj = _run_epochs([0, 1])  # one process seeing both ranks' patches
     np.testing.assert_allclose(np.array(r0["dice"]), np.nan_to_num(store["dice"], nan=-1), rtol=1e-6)
     assert r0["stop"] == traj.stop_epoch and r0["stop"] is not None

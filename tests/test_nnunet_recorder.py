@@ -6,9 +6,9 @@ import torch
 from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
-from nnunet_diet.core.accumulator import EpochAccumulator
 from nnunet_diet.core.segmentation import error_norms
 from nnunet_diet.nnunet.recorder import case_values, patch_sums
+from nnunet_diet.recording import EpochAccumulator
 
 AXES = (2, 3, 4)
 
@@ -88,10 +88,10 @@ def test_patches_of_one_case_are_pooled_before_dice():
     output = torch.zeros(2, 2, 2, 2, 2)
     output[0, 1] = 5                                      # patch 0: all foreground -> TP 4, FP 4
     output[1, 0] = 5                                      # patch 1: all background -> FN 4
-    acc = EpochAccumulator()
+    acc = EpochAccumulator(["case_a", "case_b"])
     acc.update(["case_a", "case_a"], patch_sums(output, target, lm))
-    ids, sums = acc.aggregate()
-    assert ids == ["case_a"]
+    ids, sums, counts = acc.aggregate()
+    assert ids == ["case_a"] and counts.tolist() == [2]  # case_b not drawn: no value
     # pooled: TP 4, FP 4, FN 4 -> 8 / 16; the mean of per-patch Dice would be (2/3 + 0) / 2
     assert case_values(sums)["dice"][0] == pytest.approx(0.5)
 

@@ -1,14 +1,15 @@
-"""Process group set-up for ``torchrun --nproc_per_node N``: nccl on GPUs, gloo on CPU."""
+"""Process group set-up for ``torchrun --nproc_per_node N`` (nccl on GPUs, gloo on CPU) and each rank's share of an epoch."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["Context", "setup", "teardown", "broadcast"]
+__all__ = ["Context", "setup", "teardown", "broadcast", "epoch_order"]
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,16 @@ def broadcast(obj: object) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def epoch_order(n: int, epoch: int, seed: int, rank: int = 0, world: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """This rank's positions (into the ``n`` training samples) for one shuffled epoch, and which are real.
+
+    The permutation depends only on ``(seed, epoch)``, so every rank and a resumed run draw the same
+    one. It is padded by wrapping to a multiple of ``world`` (as ``DistributedSampler`` does) and
+    dealt out round-robin; padded positions are trained on but flagged ``False``: not recorded twice.
+    """
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    padded = np.concatenate([perm, perm[: (-n) % world]])
+    real = np.arange(len(padded)) < n
+    return padded[rank::world], real[rank::world]

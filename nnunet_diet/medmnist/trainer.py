@@ -4,7 +4,7 @@ The defaults are the EVA paper's protocol (Hong et al. 2024, Appendix G, and the
 ResNet-18, SGD lr 0.1, momentum 0.9, Nesterov, weight decay 5e-4, cosine annealing per iteration down
 to 1e-4, batch 256, 200 epochs, plain cross-entropy, no augmentation, inputs ``(x / 255 - 0.5) / 0.5``.
 Every epoch visits every sample once (shuffled, the last batch kept); the per-sample values of EVA Eq. 3
-and of the baselines are recorded from the training forward pass (:mod:`.recording`). The validation
+and of the baselines are recorded from the training forward pass (:mod:`.recorder`). The validation
 split is evaluated every ``eval_every`` epochs and the test split at the end, with the final model and
 with the model of the best validation epoch. With ``amp`` the forward passes run under bf16 autocast
 on CUDA (no loss scaling is needed for bf16; the recorded values are computed in fp32 from the bf16
@@ -36,13 +36,14 @@ from tqdm.auto import tqdm
 from ..core.atomic import atomic_open, atomic_write_text
 from ..core.errors import DietError
 from ..core.store import DynamicsStore
+from ..recording import EpochAccumulator
 from .config import TrainConfig
 from .data import MedMNISTData
-from .distributed import Context, broadcast, setup
+from .distributed import Context, broadcast, epoch_order, setup
 from .model import build_resnet
-from .recording import SERIES, EpochRecorder, epoch_order
+from .recorder import SERIES, batch_dynamics
 
-__all__ = ["TrainConfig", "TrainResult", "train", "run_epoch", "predict", "make_optimiser", "to_device"]
+__all__ = ["TrainConfig", "TrainResult", "train", "run_epoch", "record_epoch", "predict", "make_optimiser", "to_device"]
 
 CHECKPOINT, DYNAMICS, PROBS, HISTORY, RESULT, CONFIG = (
     "checkpoint.pt", "dynamics.npz", "train_probs.npy", "history.csv", "result.json", "config.json")
@@ -98,12 +99,13 @@ def autocast(device: torch.device, amp: bool) -> torch.autocast:
 
 
 def run_epoch(model: torch.nn.Module, optimiser: torch.optim.Optimizer, scheduler: object, images: torch.Tensor,
-              labels: torch.Tensor, ids: torch.Tensor, order: torch.Tensor, real: torch.Tensor, batch_size: int,
-              recorder: EpochRecorder | None = None, bar: tqdm | None = None, amp: bool = False) -> float:
+              labels: torch.Tensor, order: torch.Tensor, real: torch.Tensor, batch_size: int,
+              recorder: EpochAccumulator | None = None, bar: tqdm | None = None, amp: bool = False) -> float:
     """One pass over ``order`` (positions into ``images``) in batches; returns the mean training loss.
 
-    With a ``recorder`` each batch's logits (the ones the loss uses, before the step) are recorded
-    under ``ids[position]`` (-1 where ``real`` is False: DDP padding). ``amp``: bf16 autocast on CUDA.
+    With a ``recorder`` each batch's :func:`~.recorder.batch_dynamics` (from the logits the loss uses,
+    before the step) are added under their positions (-1 where ``real`` is False: DDP padding).
+    ``amp``: bf16 autocast on CUDA.
     """
     model.train()
     total = torch.zeros((), device=images.device)
@@ -114,7 +116,7 @@ def run_epoch(model: torch.nn.Module, optimiser: torch.optim.Optimizer, schedule
             logits = model(_normalise(images[pos]))
             loss = F.cross_entropy(logits.float(), target)
         if recorder is not None:
-            recorder.add(torch.where(real[start : start + batch_size], ids[pos], -1), logits, target)
+            recorder.update(torch.where(real[start : start + batch_size], pos, -1), batch_dynamics(logits, target))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -123,6 +125,16 @@ def run_epoch(model: torch.nn.Module, optimiser: torch.optim.Optimizer, schedule
         if bar is not None:
             bar.update()
     return float(total) / len(order)
+
+
+def record_epoch(recorder: EpochAccumulator, store: DynamicsStore, epoch: int) -> None:
+    """Write one epoch of every rank's recorded values to ``store`` (each sample exactly once)."""
+    ids, values, counts = recorder.aggregate()
+    if len(ids) != store.n_samples or (counts != 1).any():
+        raise DietError(f"epoch {epoch}: {len(ids)} of {store.n_samples} samples recorded, "
+                        f"{int((counts != 1).sum())} of them more than once")
+    store.record(epoch, ids, values)
+    recorder.reset()
 
 
 @torch.no_grad()
@@ -214,77 +226,109 @@ def train(
     result is returned on every rank.
     """
     ctx = ctx or setup()
-    out = Path(out)
     rows = _check_rows(np.arange(len(data.train)) if rows is None else rows, len(data.train), data.path)
-    n, device = len(rows), ctx.device
-    expect = {"config": _results_config(config), "rows": hashlib.sha256(rows.tobytes()).hexdigest(), "record": record,
-              "world": ctx.world, "data": str(data.path)}
-    torch.manual_seed(config.seed)
-    model = build_resnet(data.n_channels, data.n_classes, config.width, config.layers, config.stem_stride).to(device)
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if ctx.world > 1 else model
-    local_batch = -(-config.batch_size // ctx.world)
-    per_epoch = config.iterations_per_epoch(n, ctx.world)
-    optimiser, scheduler = make_optimiser(model, config, config.epochs * per_epoch)
-    labels = data.train.labels[rows]
-    store = DynamicsStore(rows, SERIES, groups=labels.astype(str), capacity=config.epochs,
-                          metadata={"data": str(data.path), "train": asdict(config), "world_size": ctx.world,
-                                    "recorded": "training forward pass, train mode, before the optimiser step",
-                                    "ids": "row indices of the file's train split"}) if record else None
-    run = _Run()
-    if resume and (out / CHECKPOINT).is_file():
-        run.restore(out / CHECKPOINT, expect, model, optimiser, scheduler)
-        if record:
-            store = DynamicsStore.load(out / DYNAMICS)
-            store.truncate(run.start)
-    elif ctx.main:
-        atomic_write_text(out / CONFIG, json.dumps({"data": str(data.path), "n_train": n, "record": record,
-                                                    "world_size": ctx.world, "train": asdict(config)}, indent=2))
-    x, y, ids = (to_device(a, device) for a in (data.train.images[rows], labels, rows))
-    val_x, test_x = (to_device(s.images, device) for s in (data.val, data.test))
-    recorder = EpochRecorder(store, -(-n // ctx.world), device) if record else None
-    for epoch in range(run.start, config.epochs):
-        order, real = (torch.from_numpy(a).to(device) for a in epoch_order(n, epoch, config.seed, ctx.rank, ctx.world))
-        with tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                  disable=not (progress and ctx.main)) as bar:
-            start = time.perf_counter()
-            loss = run_epoch(net, optimiser, scheduler, x, y, ids, order, real, local_batch, recorder, bar, config.amp)
-            if recorder is not None:
-                recorder.flush(epoch)
-            seconds = time.perf_counter() - start
-        row = {"epoch": epoch, "lr": scheduler.get_last_lr()[0], "loss": loss, "seconds": seconds,
-               "train_acc": float(np.mean(store["correct"][:, epoch])) if record else float("nan"),
-               "val_acc": float("nan")}
+    job = _Training(data, Path(out), config, rows, record, ctx)
+    job.start(resume)
+    for epoch in range(job.run.start, config.epochs):
+        row = job.train_epoch(epoch, progress)
         if ctx.main:
-            if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-                row["val_acc"] = _accuracy(model, val_x, data.val.labels, config.batch_size, config.amp)
-                if row["val_acc"] > run.best_val:
-                    run.best_val, run.best_epoch = row["val_acc"], epoch
-                    run.best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
-            run.history.append(row)
-            if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
-                if record:
-                    store.save(out / DYNAMICS)
-                run.save(out / CHECKPOINT, expect, model, optimiser, scheduler)
-            atomic_write_text(out / HISTORY, pd.DataFrame(run.history).to_csv(index=False, float_format="%.6g"))
+            job.end_epoch(row)
             if on_epoch is not None:
                 on_epoch(row)
         else:
-            run.history.append(row)
-    summary = None
-    probs = None
-    if ctx.main:
-        final_val = _accuracy(model, val_x, data.val.labels, config.batch_size, config.amp)
-        final_test = _accuracy(model, test_x, data.test.labels, config.batch_size, config.amp)
-        if record:
-            probs = predict(model, x, config.batch_size, config.amp).numpy()
-            with atomic_open(out / PROBS, "wb") as fh:
-                np.save(fh, probs)
-        model.load_state_dict(run.best_state)
-        summary = TrainResult(out, n, config.epochs, config.epochs * per_epoch, final_val, final_test, run.best_val,
-                              run.best_epoch, _accuracy(model, test_x, data.test.labels, config.batch_size, config.amp),
-                              float(sum(h["seconds"] for h in run.history))).summary()
-        atomic_write_text(out / RESULT, json.dumps(summary, indent=2))
-    summary = broadcast(summary)
-    summary["out"] = Path(summary["out"])
-    return TrainResult(**summary, store=store, train_probs=probs)
+            job.run.history.append(row)
+    return job.finish()
+
+
+class _Training:
+    """One run's model, optimiser, data on the device and records: the steps :func:`train` names."""
+
+    def __init__(self, data: MedMNISTData, out: Path, config: TrainConfig, rows: np.ndarray, record: bool,
+                 ctx: Context) -> None:
+        self.data, self.out, self.config, self.ctx = data, out, config, ctx
+        n, device = len(rows), ctx.device
+        self.expect = {"config": _results_config(config), "rows": hashlib.sha256(rows.tobytes()).hexdigest(),
+                       "record": record, "world": ctx.world, "data": str(data.path)}
+        torch.manual_seed(config.seed)
+        self.model = build_resnet(data.n_channels, data.n_classes, config.width, config.layers,
+                                  config.stem_stride).to(device)
+        self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None) \
+            if ctx.world > 1 else self.model
+        self.local_batch = -(-config.batch_size // ctx.world)
+        self.per_epoch = config.iterations_per_epoch(n, ctx.world)
+        self.optimiser, self.scheduler = make_optimiser(self.model, config, config.epochs * self.per_epoch)
+        labels = data.train.labels[rows]
+        self.store = DynamicsStore(rows, SERIES, groups=labels.astype(str), capacity=config.epochs, metadata={
+            "data": str(data.path), "train": asdict(config), "world_size": ctx.world,
+            "recorded": "training forward pass, train mode, before the optimiser step",
+            "ids": "row indices of the file's train split"}) if record else None
+        self.recorder = EpochAccumulator(rows, device) if record else None
+        self.x, self.y = to_device(data.train.images[rows], device), to_device(labels, device)
+        self.val_x, self.test_x = (to_device(s.images, device) for s in (data.val, data.test))
+        self.run = _Run()
+
+    def start(self, resume: bool) -> None:
+        """Continue from the checkpoint (records cut back to its epoch), or write the run's config."""
+        if resume and (self.out / CHECKPOINT).is_file():
+            self.run.restore(self.out / CHECKPOINT, self.expect, self.model, self.optimiser, self.scheduler)
+            if self.store is not None:
+                self.store = DynamicsStore.load(self.out / DYNAMICS)
+                self.store.truncate(self.run.start)
+        elif self.ctx.main:
+            atomic_write_text(self.out / CONFIG, json.dumps(
+                {"data": str(self.data.path), "n_train": len(self.x), "record": self.store is not None,
+                 "world_size": self.ctx.world, "train": asdict(self.config)}, indent=2))
+
+    def train_epoch(self, epoch: int, progress: bool) -> dict:
+        """Train (and record) one epoch; its history row."""
+        order, real = (torch.from_numpy(a).to(self.ctx.device)
+                       for a in epoch_order(len(self.x), epoch, self.config.seed, self.ctx.rank, self.ctx.world))
+        with tqdm(total=self.per_epoch, desc=f"epoch {epoch + 1}/{self.config.epochs}", leave=False,
+                  disable=not (progress and self.ctx.main)) as bar:
+            start = time.perf_counter()
+            loss = run_epoch(self.net, self.optimiser, self.scheduler, self.x, self.y, order, real, self.local_batch,
+                             self.recorder, bar, self.config.amp)
+            if self.recorder is not None:
+                record_epoch(self.recorder, self.store, epoch)
+            seconds = time.perf_counter() - start
+        return {"epoch": epoch, "lr": self.scheduler.get_last_lr()[0], "loss": loss, "seconds": seconds,
+                "train_acc": float(np.mean(self.store["correct"][:, epoch])) if self.store is not None else float("nan"),
+                "val_acc": float("nan")}
+
+    def end_epoch(self, row: dict) -> None:
+        """Rank 0: validate when due (keeping the best model), checkpoint when due, write the history."""
+        epoch, config = row["epoch"], self.config
+        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+            row["val_acc"] = self._accuracy(self.val_x, self.data.val.labels)
+            if row["val_acc"] > self.run.best_val:
+                self.run.best_val, self.run.best_epoch = row["val_acc"], epoch
+                self.run.best_state = copy.deepcopy({k: v.cpu() for k, v in self.model.state_dict().items()})
+        self.run.history.append(row)
+        if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+            if self.store is not None:
+                self.store.save(self.out / DYNAMICS)
+            self.run.save(self.out / CHECKPOINT, self.expect, self.model, self.optimiser, self.scheduler)
+        atomic_write_text(self.out / HISTORY, pd.DataFrame(self.run.history).to_csv(index=False, float_format="%.6g"))
+
+    def finish(self) -> TrainResult:
+        """Rank 0 tests the final and the best-validation model and writes the result; every rank returns it."""
+        summary, probs = None, None
+        if self.ctx.main:
+            final_val = self._accuracy(self.val_x, self.data.val.labels)
+            final_test = self._accuracy(self.test_x, self.data.test.labels)
+            if self.store is not None:
+                probs = predict(self.model, self.x, self.config.batch_size, self.config.amp).numpy()
+                with atomic_open(self.out / PROBS, "wb") as fh:
+                    np.save(fh, probs)
+            self.model.load_state_dict(self.run.best_state)
+            summary = TrainResult(self.out, len(self.x), self.config.epochs, self.config.epochs * self.per_epoch,
+                                  final_val, final_test, self.run.best_val, self.run.best_epoch,
+                                  self._accuracy(self.test_x, self.data.test.labels),
+                                  float(sum(h["seconds"] for h in self.run.history))).summary()
+            atomic_write_text(self.out / RESULT, json.dumps(summary, indent=2))
+        summary = broadcast(summary)
+        summary["out"] = Path(summary["out"])
+        return TrainResult(**summary, store=self.store, train_probs=probs)
+
+    def _accuracy(self, images: torch.Tensor, labels: np.ndarray) -> float:
+        return _accuracy(self.model, images, labels, self.config.batch_size, self.config.amp)

@@ -7,7 +7,7 @@ the case's foreground bounding box (zero-padded where the image is smaller), so 
 has a value at every evaluation. For a 2D configuration (a 2D patch of ``(c, z, y, x)`` data) the
 patch lies in the slice with the most foreground, as 2D training draws slices of the volume. Sums
 come from the same :func:`~.recorder.patch_sums` as online recording; under DDP each rank evaluates
-every ``world``-th case and the sums are gathered.
+every ``world``-th case and the accumulator adds the ranks' sums.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..core.accumulator import EpochAccumulator
+from ..recording import EpochAccumulator
 from .recorder import patch_sums
 
 
@@ -102,8 +102,9 @@ class ExactEvaluator:
     @torch.no_grad()
     def evaluate(self, network: torch.nn.Module, device: torch.device, *, rank: int = 0,
                  world_size: int = 1) -> EpochAccumulator:
-        """Per-case sums of this rank's share of the cases (every ``world_size``-th from ``rank``)."""
-        acc = EpochAccumulator()
+        """Per-case sums of this rank's share of the cases (every ``world_size``-th from ``rank``); its
+        :meth:`~nnunet_diet.recording.EpochAccumulator.aggregate` adds every rank's share."""
+        acc = EpochAccumulator(self.identifiers, device)
         mine = self.identifiers[rank::world_size]
         was_training = network.training
         network.eval()

@@ -3,8 +3,8 @@
 :func:`patch_sums` works on the highest-resolution output the trainer already computed for its
 loss (no extra forward pass) and treats labels, regions and the ignore label exactly as
 ``nnUNetTrainer.validation_step`` does (counts equal to nnU-Net's ``get_tp_fp_fn_tn``; tested). The
-sums are pooled per case over an epoch by
-:class:`~nnunet_diet.core.accumulator.EpochAccumulator` and turned into per-case values by
+sums stay on the device, are pooled per case over an epoch by
+:class:`~nnunet_diet.recording.EpochAccumulator` and turned into per-case values by
 :func:`case_values`.
 """
 
@@ -20,7 +20,7 @@ from .config import SERIES
 __all__ = ["SERIES", "patch_sums", "case_values"]
 
 def patch_sums(output: torch.Tensor, target: torch.Tensor, label_manager, *,
-               error_norms: bool = True) -> dict[str, np.ndarray]:
+               error_norms: bool = True) -> dict[str, torch.Tensor]:
     """Sums of one batch, one row per patch, in fp32 whatever the autocast state (the trainer calls
     this inside nnU-Net's CUDA autocast, where ``einsum`` / ``matmul``-like ops would run in fp16).
 
@@ -33,7 +33,7 @@ def patch_sums(output: torch.Tensor, target: torch.Tensor, label_manager, *,
             False records what DAD needs only, the confusion counts.
 
     Returns:
-        ``tp``, ``fp``, ``fn`` (b x foreground classes or regions) and, with ``error_norms``,
+        float64 tensors on the output's device: ``tp``, ``fp``, ``fn`` (b x foreground classes or regions) and, with ``error_norms``,
         ``el2n_sum`` and ``n_voxels`` (voxel-wise ||p - y||_2 summed over valid voxels),
         ``el2nx_sum`` and ``n_foreground`` (the same over foreground voxels).
     """
@@ -42,7 +42,7 @@ def patch_sums(output: torch.Tensor, target: torch.Tensor, label_manager, *,
             out = _region_sums(output.float(), target, label_manager, error_norms)
         else:
             out = _label_sums(output.float(), target, label_manager, error_norms)
-    return {k: v.cpu().numpy().astype(np.float64) for k, v in out.items()}
+    return {k: v.double() for k, v in out.items()}
 
 
 def _first_max(output: torch.Tensor) -> torch.Tensor:
@@ -119,6 +119,7 @@ def _region_sums(output: torch.Tensor, target: torch.Tensor, label_manager,
 def case_values(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per-case foreground Dice (TP/FP/FN pooled over patches and foreground classes) and, when the
     sums hold error norms, EL2N and EL2Nx."""
+    sums = {k: np.asarray(v, dtype=np.float64) for k, v in sums.items()}
     with np.errstate(invalid="ignore", divide="ignore"):
         out = {"dice": foreground_dice(sums["tp"].sum(axis=1), sums["fp"].sum(axis=1), sums["fn"].sum(axis=1))}
         if "el2n_sum" in sums:

@@ -26,14 +26,13 @@ from nnunetv2.training.nnUNetTrainer.variants.network_architecture.nnUNetTrainer
 )
 from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerVanillaAdam
 
-from ..core.accumulator import EpochAccumulator
 from ..core.atomic import atomic_write_text
 from ..core.dad import dad_trajectory
 from ..core.errors import DietError
 from ..core.stop_rules import stop_test
 from ..core.store import DynamicsStore
+from ..recording import EpochAccumulator
 from .config import DADConfig, centre_of
-from .ddp import all_gather_sums
 from .exact import ExactEvaluator
 from .logger import DADLocalLogger
 from .outputs import write_outputs
@@ -81,7 +80,7 @@ class DADRecordingMixin:
         self.dad_folder = Path(self.output_folder) / "dad" if self.output_folder else None
         self.dad_store: DynamicsStore | None = None
         self.dad_stop_epoch: int | None = None
-        self._dad_acc = EpochAccumulator()
+        self._dad_acc: EpochAccumulator | None = None
         self._dad_keys = None
         self._dad_exact: ExactEvaluator | None = None
         self.logger.local_logger = DADLocalLogger(self.logger.local_logger.verbose)  # DAD panel in progress.png
@@ -104,6 +103,7 @@ class DADRecordingMixin:
         train_ids = [str(k) for k in self.do_split()[0]]
         series = self.dad_config.series
         groups = centre_of(train_ids, self.dad_config.centres)
+        self._dad_acc = EpochAccumulator(train_ids, self.device)
         self.dad_folder.mkdir(parents=True, exist_ok=True)
         store_file = self.dad_folder / "dynamics.npz"
         fresh = DynamicsStore(train_ids, series, groups=groups, capacity=self.num_epochs, metadata={
@@ -155,7 +155,7 @@ class DADRecordingMixin:
 
     def on_train_epoch_end(self, train_outputs):
         super().on_train_epoch_end(train_outputs)
-        ids, sums = all_gather_sums(self._dad_acc).aggregate()
+        ids, sums, _ = self._dad_acc.aggregate()
         if ids:
             self.dad_store.record(self.current_epoch, ids, case_values(sums))
         self._dad_acc.reset()
@@ -173,8 +173,7 @@ class DADRecordingMixin:
         network = self.network.module if self.is_ddp else self.network
         network = getattr(network, "_orig_mod", network)  # torch.compile wrapper
         rank, world = (self.local_rank, torch.distributed.get_world_size()) if self.is_ddp else (0, 1)
-        ids, sums = all_gather_sums(self._dad_exact.evaluate(network, self.device, rank=rank,
-                                                             world_size=world)).aggregate()
+        ids, sums, _ = self._dad_exact.evaluate(network, self.device, rank=rank, world_size=world).aggregate()
         self.dad_store.record(self.current_epoch, ids, {f"{k}_exact": v for k, v in case_values(sums).items()})
         self.print_to_log_file(f"DAD exact mode: {len(ids)} cases evaluated on fixed patches in "
                                f"{time.time() - t0:.1f} s")
