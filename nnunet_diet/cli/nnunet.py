@@ -95,58 +95,21 @@ def run_lite_plans(args: argparse.Namespace) -> int:
 
 
 def run_prune(args: argparse.Namespace) -> int:
+    """Prune one fold's training cases by a score (or a keep-list) and add the pruned fold to the splits."""
     from ..nnunet import splits as sp
-    from ..nnunet.paths import preprocessed_folder, results_fold_folder
 
-    pre = preprocessed_folder(args.dataset)
-    plans_file = pre / f"{args.plans}.json"
-    if not plans_file.is_file():
-        raise DietError(f"{plans_file}: no such plans file")
-    configs = json.loads(plans_file.read_text()).get("configurations", {})
-    if args.configuration not in configs:
-        raise DietError(f"{plans_file}: no configuration {args.configuration!r} (has: {', '.join(configs)})")
-    identifiers = sp.case_identifiers(pre, configs[args.configuration]["data_identifier"])
-    splits, created = sp.load_or_create_splits(pre, identifiers)
-    if not 0 <= args.fold < len(splits):
-        raise DietError(f"fold {args.fold} does not exist: {pre / sp.SPLITS_FILE} has folds 0-{len(splits) - 1}")
-    if args.keep_list:
-        args.scores, args.score, args.mode = args.keep_list, "keep", "keep-list"
-    scores_path = args.scores or results_fold_folder(args.dataset, args.trainer, args.plans, args.configuration,
-                                                      args.fold) / "dad" / "scores.csv"
-    if scores_path.is_dir():
-        inner = scores_path / "dad"
-        scores_path = (inner if inner.is_dir() else scores_path) / "scores.csv"
-    scores = sp.read_scores(scores_path, args.score)
-    unknown = sorted(set(scores["id"]) - set(identifiers))
-    if unknown:
-        raise DietError(f"{scores_path}: {len(unknown)} id(s) are not cases of {pre.name}, e.g. {unknown[0]}")
+    pre, identifiers, splits, created = _dataset_splits(args)
     fold = splits[args.fold]
-    groups = None
-    if args.stratify:
-        if args.centres:
-            groups = centre_of(fold["train"], args.centres)
-        elif "group" in scores.columns:
-            groups = scores.set_index("id").loc[fold["train"], "group"].astype(str).to_numpy()
-        else:
-            raise DietError("--stratify needs --centres or a 'group' column in the scores")
+    scores_path, scores = _read_scores(args, pre, identifiers)
     if args.keep_list:
-        result = sp.keep_fold(fold["train"], scores, scores_path)
+        result, score, mode = sp.keep_fold(fold["train"], scores, scores_path), "keep", "keep-list"
     else:
-        result = sp.prune_fold(fold["train"], scores, args.score, args.rate, args.mode, groups=groups,
-                               easy_end=args.easy_end, seed=args.seed, unscored=args.unscored)
-    n_unscored = int(result.table["score"].isna().sum()) if args.mode != "random" else 0
-    if n_unscored:
-        print(f"note: {n_unscored} training case(s) have no {args.score} (not drawn in the scoring window): "
-              + {"keep": "kept", "remove": "removed"}[args.unscored])
+        result, score, mode = sp.prune_fold(fold["train"], scores, args.score, args.rate, args.mode,
+                                            groups=_strata(args, fold["train"], scores), easy_end=args.easy_end,
+                                            seed=args.seed, unscored=args.unscored), args.score, args.mode
     new_fold = {"train": result.train, "val": list(fold["val"])}
     target = args.fold if args.replace else len(splits)
-    print(sp.summary_table(result).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    action = f"replace fold {target}" if args.replace else f"append fold {target}"
-    removed = len(result.removed) / len(fold["train"])
-    rate = f"rate {removed:.3g}" + (f" (asked {args.rate:g})" if not args.keep_list and
-                                    abs(removed - args.rate) >= 1 / len(fold["train"]) else "")
-    print(f"{action}: {len(result.train)} training cases (removed {len(result.removed)}, mode {args.mode}, "
-          f"{rate}, score {args.score}), {len(new_fold['val'])} validation cases unchanged")
+    _print_pruning(args, result, fold, target, score, mode)
     if args.dry_run:
         print("dry run: nothing written")
         return 0
@@ -160,3 +123,68 @@ def run_prune(args: argparse.Namespace) -> int:
     print(f"retrain with: nnUNetv2_train {args.dataset} {args.configuration} {target} -tr nnUNetTrainer "
           f"-p {args.plans}")
     return 0
+
+
+def _dataset_splits(args: argparse.Namespace) -> tuple[Path, list[str], list[dict], bool]:
+    """The preprocessed folder, its case identifiers (of the plans' configuration) and its splits
+    (created as nnU-Net would when missing; ``created`` says so); the fold must exist."""
+    from ..nnunet import splits as sp
+    from ..nnunet.paths import preprocessed_folder
+
+    pre = preprocessed_folder(args.dataset)
+    plans_file = pre / f"{args.plans}.json"
+    if not plans_file.is_file():
+        raise DietError(f"{plans_file}: no such plans file")
+    configs = json.loads(plans_file.read_text()).get("configurations", {})
+    if args.configuration not in configs:
+        raise DietError(f"{plans_file}: no configuration {args.configuration!r} (has: {', '.join(configs)})")
+    identifiers = sp.case_identifiers(pre, configs[args.configuration]["data_identifier"])
+    splits, created = sp.load_or_create_splits(pre, identifiers)
+    if not 0 <= args.fold < len(splits):
+        raise DietError(f"fold {args.fold} does not exist: {pre / sp.SPLITS_FILE} has folds 0-{len(splits) - 1}")
+    return pre, identifiers, splits, created
+
+
+def _read_scores(args: argparse.Namespace, pre: Path, identifiers: list[str]):
+    """``(path, table)`` of the keep-list or the scores (default: the scoring fold's ``dad/scores.csv``;
+    a fold folder or its ``dad/`` folder stands for its ``scores.csv``); every id must be a case."""
+    from ..nnunet import splits as sp
+    from ..nnunet.paths import results_fold_folder
+
+    path = args.keep_list or args.scores or results_fold_folder(
+        args.dataset, args.trainer, args.plans, args.configuration, args.fold) / "dad" / "scores.csv"
+    if path.is_dir():
+        path = (path / "dad" if (path / "dad").is_dir() else path) / "scores.csv"
+    table = sp.read_scores(path, "keep" if args.keep_list else args.score)
+    unknown = sorted(set(table["id"]) - set(identifiers))
+    if unknown:
+        raise DietError(f"{path}: {len(unknown)} id(s) are not cases of {pre.name}, e.g. {unknown[0]}")
+    return path, table
+
+
+def _strata(args: argparse.Namespace, train: list[str], scores) -> list[str] | None:
+    """The centre of each training case for ``--stratify`` (``--centres``, else the scores' ``group``)."""
+    if not args.stratify:
+        return None
+    if args.centres:
+        return centre_of(train, args.centres)
+    if "group" in scores.columns:
+        return scores.set_index("id").loc[train, "group"].astype(str).to_numpy()
+    raise DietError("--stratify needs --centres or a 'group' column in the scores")
+
+
+def _print_pruning(args: argparse.Namespace, result, fold: dict, target: int, score: str, mode: str) -> None:
+    """What the pruned fold will hold: unscored cases, the per-region table and the rate reached."""
+    from ..nnunet import splits as sp
+
+    n_unscored = int(result.table["score"].isna().sum()) if mode != "random" else 0
+    if n_unscored:
+        print(f"note: {n_unscored} training case(s) have no {score} (not drawn in the scoring window): "
+              + {"keep": "kept", "remove": "removed"}[args.unscored])
+    print(sp.summary_table(result).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    action = f"replace fold {target}" if args.replace else f"append fold {target}"
+    removed = len(result.removed) / len(fold["train"])
+    rate = f"rate {removed:.3g}" + (f" (asked {args.rate:g})" if not args.keep_list and
+                                    abs(removed - args.rate) >= 1 / len(fold["train"]) else "")
+    print(f"{action}: {len(result.train)} training cases (removed {len(result.removed)}, mode {mode}, "
+          f"{rate}, score {score}), {len(fold['val'])} validation cases unchanged")
