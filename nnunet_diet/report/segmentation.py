@@ -145,18 +145,41 @@ def build_fold_report(src: FoldInput, *, rate: float | None = None, centres: str
                       meddel: pd.DataFrame | None = None, n_thumbs: int = 4, topk: float = 0.4,
                       title: str | None = None) -> tuple[Report, dict]:
     """The report of one fold; returns the report and facts for the command's summary line."""
-    table = src.table.copy()
     cfg = _settings(src.summary)
-    if rate is not None and rate != cfg["rate"]:  # regions at another rate than the fold's scores.csv
-        table["region"] = regions(table["dad"].to_numpy(float), rate)
     rate = cfg["rate"] if rate is None else rate
-    if centres:
-        table["group"] = centre_of(table["id"].tolist(), centres)
-    ids = table["id"].to_numpy(str)
-    dad, sigma = table["dad"].to_numpy(float), table["sigma"].to_numpy(float)
+    table = _fold_table(src, rate, cfg, centres)
     name = src.dataset or src.csv.parent.name
     rep = Report(title or f"DAD report: {name}" + (f" ({src.csv.parent.parent.name})" if src.dataset else ""))
+    _overview(rep, src, table, cfg, rate)
+    picks = pick_cases(table["dad"].to_numpy(float), n_thumbs)
+    _dynamics_section(rep, src, table, cfg, picks)
+    found, shown = _cases_section(rep, src, table, picks)
+    audit_section(rep, src.csv.parent, src.finder, 2 * n_thumbs)
+    ctab = _centre_section(rep, table, rate)
+    facts_out = {"cases": len(table), "thumbnails": found, "thumbnails_wanted": shown,
+                 "looked": src.finder.looked, "centres": ctab["centre"].tolist()}
+    agreement_section(rep, table, meddel, topk, facts_out)
+    rep.heading("All cases")
+    cols = [c for c in ("id", "group", "region", "dad", "sigma", "dad_rank", "el2n", "el2nx") if c in table.columns]
+    rep.case_table(table.sort_values("dad_rank")[cols], f"{len(table)} cases by DAD rank (1 = lowest DAD)",
+                   str(src.csv))
+    return rep, facts_out
+
+
+def _fold_table(src: FoldInput, rate: float, cfg: dict, centres: str | None) -> pd.DataFrame:
+    """The fold's scores with regions at ``rate`` (recomputed when it is not the fold's) and centres."""
+    table = src.table.copy()
+    if rate != cfg["rate"]:
+        table["region"] = regions(table["dad"].to_numpy(float), rate)
+    if centres:
+        table["group"] = centre_of(table["id"].tolist(), centres)
+    return table
+
+
+def _overview(rep: Report, src: FoldInput, table: pd.DataFrame, cfg: dict, rate: float) -> None:
+    """What was scored, how long it trained, where the stop rule stopped, what the regions mean."""
     stop = src.summary.get("stop_epoch")
+    dad = table["dad"].to_numpy(float)
     facts = [f"scores: {src.csv}", f"{len(table)} cases, {int(np.isfinite(dad).sum())} with a DAD value"]
     if src.summary:
         facts.append(f"epochs trained: {src.summary.get('epochs_trained', src.summary.get('n_epochs', '?'))}"
@@ -167,9 +190,13 @@ def build_fold_report(src: FoldInput, *, rate: float | None = None, centres: str
                  f"{rate / 2:g}, ambiguous = the rest)")
     rep.bullets(facts)
 
-    # data map, moving distance, DAD over epochs
+
+def _dynamics_section(rep: Report, src: FoldInput, table: pd.DataFrame, cfg: dict, picks: dict) -> None:
+    """Data map, moving distance per window and DAD over epochs of a few picked cases."""
     rep.heading("Data map and training dynamics")
-    png, area_map = hover_data_map(dad, sigma, table["region"].to_numpy(str), ids, xlabel="variability (sigma)",
+    ids, stop = table["id"].to_numpy(str), src.summary.get("stop_epoch")
+    png, area_map = hover_data_map(table["dad"].to_numpy(float), table["sigma"].to_numpy(float),
+                                   table["region"].to_numpy(str), ids, xlabel="variability (sigma)",
                                    ylabel="DAD", dpi=100)
     figs = [(png, "Data map: DAD against its variability; hover a point for its case, click to jump to its row.",
              "datamap")]
@@ -179,27 +206,27 @@ def build_fold_report(src: FoldInput, *, rate: float | None = None, centres: str
         line = cfg["threshold"] if cfg["stop_rule"] == "paper" else None  # the paper rule's L threshold
         figs.append((_png(lambda b: plot_moving_distance(L, epochs, stop, b, line, dpi=90)),
                      f"Moving distance L per window; stop epoch {stop if stop is not None else 'not reached'}."))
-    picks = pick_cases(dad, n_thumbs)
-    if src.store is not None:
-        series = src.summary.get("dad_series", "dice")
-        if series in src.store:
-            traj = dad_trajectory(src.store[series], cfg["window"], ignore_zeros=cfg["ignore_zeros"],
-                                  absolute=cfg["absolute"], threshold=cfg["threshold"], patience=cfg["patience"],
-                                  rule=cfg["stop_rule"], rate=cfg["rate"])
-            chosen = [rows[:2] for rows in picks.values()]
-            rows = np.concatenate(chosen) if chosen else np.empty(0, int)
-            store_rows = src.store.index_of(ids[rows]) if len(rows) else rows
-            figs.append((_png(lambda b: plot_dad_curves(src.store[series][store_rows], traj.dad[:, store_rows],
-                                                        cfg["window"], list(ids[rows]),
-                                                        list(table["region"].to_numpy(str)[rows]), b, stop)),
-                         f"DAD over epochs for two of the easiest, most ambiguous and hardest cases "
-                         f"(series {series} from {src.csv.parent / 'dynamics.npz'})."))
-    else:
+    if src.store is None:
         rep.para(f"No dynamics.npz next to {src.csv}: DAD over epochs is not shown.", note=True)
+    elif (series := src.summary.get("dad_series", "dice")) in src.store:
+        traj = dad_trajectory(src.store[series], cfg["window"], ignore_zeros=cfg["ignore_zeros"],
+                              absolute=cfg["absolute"], threshold=cfg["threshold"], patience=cfg["patience"],
+                              rule=cfg["stop_rule"], rate=cfg["rate"])
+        chosen = [rows[:2] for rows in picks.values()]
+        rows = np.concatenate(chosen) if chosen else np.empty(0, int)
+        store_rows = src.store.index_of(ids[rows]) if len(rows) else rows
+        figs.append((_png(lambda b: plot_dad_curves(src.store[series][store_rows], traj.dad[:, store_rows],
+                                                    cfg["window"], list(ids[rows]),
+                                                    list(table["region"].to_numpy(str)[rows]), b, stop)),
+                     f"DAD over epochs for two of the easiest, most ambiguous and hardest cases "
+                     f"(series {series} from {src.csv.parent / 'dynamics.npz'})."))
     rep.figures(figs, [area_map])
 
-    # thumbnails
+
+def _cases_section(rep: Report, src: FoldInput, table: pd.DataFrame, picks: dict) -> tuple[int, int]:
+    """Thumbnails of the easiest, most ambiguous and hardest cases; ``(found, shown)`` images."""
     rep.heading("Easiest, most ambiguous and hardest cases")
+    ids, dad = table["id"].to_numpy(str), table["dad"].to_numpy(float)
     found, shown, sources = 0, 0, set()
     for kind, rows in picks.items():
         items = []
@@ -225,10 +252,11 @@ def build_fold_report(src: FoldInput, *, rate: float | None = None, centres: str
         looked = "; ".join(src.finder.looked) or "nowhere (no dataset name in the fold path; pass --raw DIR)"
         rep.para(f"Images found for {found} of {shown} cases. Looked in: {looked}. Pass --raw DIR (an nnU-Net raw "
                  "dataset folder with imagesTr/ and labelsTr/) or set nnUNet_raw.", note=True)
+    return found, shown
 
-    audit_section(rep, src.csv.parent, src.finder, 2 * n_thumbs)
 
-    # per centre
+def _centre_section(rep: Report, table: pd.DataFrame, rate: float) -> pd.DataFrame:
+    """Cases, mean DAD, regions and what each mode would remove, per centre."""
     rep.heading("Per centre")
     if not (("group" in table.columns) and (table["group"].fillna("").astype(str) != "").any()):
         rep.para("No centre per case (no group column in scores.csv; pass --centres REGEX|CSV): one row for all.",
@@ -238,15 +266,4 @@ def build_fold_report(src: FoldInput, *, rate: float | None = None, centres: str
                     "of all cases in each mode (keep ambiguous: both tails; keep easy: the lowest DAD; keep hard: "
                     "the highest DAD). With --stratify each centre would lose its proportional share instead.",
               digits={f"{r} %": 1 for r in REGIONS})
-
-    # agreement
-    facts_out = {"cases": len(table), "thumbnails": found, "thumbnails_wanted": shown,
-                 "looked": src.finder.looked, "centres": ctab["centre"].tolist()}
-    agreement_section(rep, table, meddel, topk, facts_out)
-
-    # case table
-    rep.heading("All cases")
-    cols = [c for c in ("id", "group", "region", "dad", "sigma", "dad_rank", "el2n", "el2nx") if c in table.columns]
-    ordered = table.sort_values("dad_rank")
-    rep.case_table(ordered[cols], f"{len(table)} cases by DAD rank (1 = lowest DAD)", str(src.csv))
-    return rep, facts_out
+    return ctab
