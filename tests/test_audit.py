@@ -136,7 +136,8 @@ def test_audit_bad_input_names_the_file(fold, tmp_path):
     raw = tmp_path / "nnUNet_raw" / DATASET / "labelsTr"
     before = (fold / "dad" / "scores.csv").read_bytes()
     shutil.copy(raw / "hippocampus_003.nii.gz", raw / "hippocampus_001.nii.gz")
-    _bad(_cli("audit", fold), f"{raw / 'hippocampus_001.nii.gz'}: shape", "does not match its image")
+    _bad(_cli("audit", fold), f"{raw / 'hippocampus_001.nii.gz'}: the label of case hippocampus_001 has size",
+         "not on one voxel grid")
     assert not (fold / "dad" / "audit.csv").exists() and (fold / "dad" / "scores.csv").read_bytes() == before
 
 

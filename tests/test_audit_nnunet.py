@@ -123,7 +123,8 @@ def test_audit_rejects_a_label_that_no_longer_matches_its_image(scored, tmp_path
     proc = _run([BIN / "nnunet-diet", "audit", fold, "--raw", raw, "-o", tmp_path / "a.csv"], env, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
-    assert f"{raw / 'labelsTr' / case}.png: shape (32, 64) does not match its image" in proc.stderr
+    assert f"{raw / 'labelsTr' / case}.png: the label of case {case} has size (64, 32), its image" in proc.stderr
+    assert "not on one voxel grid" in proc.stderr
     assert not (tmp_path / "a.csv").exists()
 
 

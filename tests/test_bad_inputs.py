@@ -395,7 +395,7 @@ CASES = [
     ("pipeline-image-without-label", ["pipeline", "--raw", "{raw}", "-o", "{t}/out"],
      lambda t, w: {"raw": _raw_copy(t, _image_without_label)}, ["labelsTr", "missing, the label of case"]),
     ("pipeline-shapes-differ", ["pipeline", "--raw", "{raw}", "-o", "{t}/out"],
-     lambda t, w: {"raw": _raw_copy(t, _other_grid)}, ["labelsTr", "case hippocampus_001", "another grid"]),
+     lambda t, w: {"raw": _raw_copy(t, _other_grid)}, ["labelsTr", "case hippocampus_001", "not on one voxel grid"]),
     ("pipeline-num-training", ["pipeline", "--raw", "{raw}", "-o", "{t}/out"],
      lambda t, w: {"raw": _raw_copy(t, lambda r: (r / "dataset.json").write_text(json.dumps(
          dict(json.loads((r / "dataset.json").read_text()), numTraining=40))))}, ["dataset.json", "numTraining"]),

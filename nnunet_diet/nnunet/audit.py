@@ -25,8 +25,9 @@ from ..core.errors import DietError
 from ..core.scores import ScoreConfig
 from ..core.store import DynamicsStore
 from .config import DADConfig
+from .raw import check_grids, raw_cases, read_dataset_json
 
-__all__ = ["AuditFold", "load_audit_fold", "audit_fold", "find_raw", "label_files", "check_label_geometry",
+__all__ = ["AuditFold", "load_audit_fold", "audit_fold", "find_raw", "label_files",
            "out_of_fold_predictions", "cleanlab_scores"]
 
 INSTALL_CLEANLAB = "pip install 'nnunet-diet[audit-cleanlab]' (cleanlab is AGPL-3.0; see docs/install.md)"
@@ -101,54 +102,18 @@ def find_raw(audit: AuditFold, raw: Path | None) -> Path | None:
     return None
 
 
-def _dataset_json(folder: Path) -> dict:
-    try:
-        return json.loads((folder / "dataset.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise DietError(f"{folder / 'dataset.json'}: not readable ({exc})") from None
-
-
-def label_files(raw: Path, cases: list[str]) -> dict[str, tuple[Path, Path]]:
-    """``case -> (first image channel, label)`` in the dataset's own file ending (``dataset.json``)."""
-    ending = _dataset_json(raw).get("file_ending", ".nii.gz")
-    out = {}
+def label_files(raw: Path, cases: list[str]) -> dict[str, dict]:
+    """The raw dataset's files of the audited ``cases`` (``{"images": [...], "label": ...}``, as nnU-Net
+    lists them, in the dataset's own file ending), each label on its image's voxel grid."""
+    _, files = raw_cases(raw, need_labels=False)
     for case in cases:
-        label = raw / "labelsTr" / f"{case}{ending}"
-        image = raw / "imagesTr" / f"{case}_0000{ending}"
-        if not label.is_file():
-            raise DietError(f"{label}: missing (case {case} is in the audited fold's training list)")
-        out[case] = (image, label)
-    return out
-
-
-def _shape(path: Path) -> tuple[int, ...] | None:
-    """Spatial shape from the file header (NIfTI, PNG/JPEG/BMP/TIFF); None for other formats."""
-    name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
-
-        return tuple(int(s) for s in nib.load(str(path)).shape[:3])
-    if name.endswith((".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")):
-        from PIL import Image
-
-        with Image.open(path) as img:
-            return img.size[1], img.size[0]
-    return None
-
-
-def check_label_geometry(files: dict[str, tuple[Path, Path]]) -> None:
-    """Every label has its image's spatial shape (read from the headers), else :class:`DietError` naming it."""
-    for image, label in files.values():
-        if not image.is_file():
-            raise DietError(f"{image}: missing (the image of {label.name})")
-        try:
-            shapes = _shape(label), _shape(image)
-        except Exception as exc:  # nibabel / Pillow errors on a damaged file
-            raise DietError(f"{label}: cannot read it or its image {image.name} ({type(exc).__name__}: {exc})") \
-                from None
-        if None not in shapes and shapes[0] != shapes[1]:
-            raise DietError(f"{label}: shape {shapes[0]} does not match its image {image.name} {shapes[1]}; "
-                            "the label no longer belongs to this image")
+        if case not in files:
+            raise DietError(f"{raw / 'imagesTr'}: no image of case {case} (it is in the audited fold's training list)")
+        if not Path(files[case]["label"]).is_file():
+            raise DietError(f"{files[case]['label']}: missing (case {case} is in the audited fold's training list)")
+    mine = {c: files[c] for c in cases}
+    check_grids(mine)
+    return mine
 
 
 def out_of_fold_predictions(run: Path, cases: list[str], dataset: str | None) -> dict[str, Path]:
@@ -192,7 +157,7 @@ def _reader_and_labels(run: Path):
         if not (run / name).is_file():
             raise DietError(f"{run / name}: missing; not an nnU-Net run folder")
     plans = PlansManager(str(run / "plans.json"))
-    labels = plans.get_label_manager(_dataset_json(run))
+    labels = plans.get_label_manager(read_dataset_json(run))
     if labels.has_regions or labels.has_ignore_label:
         raise DietError(f"{run / 'dataset.json'}: region-based or ignore-label training; cleanlab needs one "
                         "softmax over plain labels")
@@ -240,14 +205,12 @@ def audit_fold(audit: AuditFold, *, raw: Path | None = None, cleanlab_run: Path 
     cases = [str(c) for c in audit.store.ids]
     raw_dir = find_raw(audit, raw)
     files = label_files(raw_dir, cases) if raw_dir is not None else None
-    if files is not None:
-        check_label_geometry(files)
     extra = None
     if cleanlab_run is not None:
         if files is None:
             raise DietError(f"{audit.fold}: --cleanlab needs the labels: no raw dataset found for "
                             f"{audit.dataset or 'this fold'} (pass --raw DIR or set nnUNet_raw)")
-        extra = {"cleanlab": cleanlab_scores(cleanlab_run, cases, {c: f[1] for c, f in files.items()},
+        extra = {"cleanlab": cleanlab_scores(cleanlab_run, cases, {c: Path(f["label"]) for c, f in files.items()},
                                              audit.dataset)}
     cols, summary = audit_table(audit.store, audit.config, thresholds, extra)
     summary.update(raw=str(raw_dir) if raw_dir else None, cleanlab_run=str(cleanlab_run) if cleanlab_run else None,

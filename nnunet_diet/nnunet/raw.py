@@ -8,10 +8,11 @@ from pathlib import Path
 
 from ..core.errors import DietError
 
-__all__ = ["raw_cases", "check_grids", "check_training_dataset", "integrity_failure"]
+__all__ = ["read_dataset_json", "raw_cases", "check_grids", "check_training_dataset", "integrity_failure"]
 
 
-def _dataset_json(folder: Path) -> dict:
+def read_dataset_json(folder: Path) -> dict:
+    """``folder/dataset.json`` (a raw dataset's or a results run's), with the keys nnU-Net needs."""
     path = folder / "dataset.json"
     if not folder.is_dir():
         raise DietError(f"{folder}: no such raw dataset folder")
@@ -35,7 +36,7 @@ def raw_cases(folder: str | Path, *, need_labels: bool = True) -> tuple[dict, di
     from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
     folder = Path(folder)
-    meta = _dataset_json(folder)
+    meta = read_dataset_json(folder)
     ending, n_channels = meta["file_ending"], len(meta["channel_names"])
     if "dataset" not in meta and not (folder / "imagesTr").is_dir():
         raise DietError(f"{folder / 'imagesTr'}: missing (an nnU-Net raw dataset keeps its images there)")
@@ -67,8 +68,9 @@ def raw_cases(folder: str | Path, *, need_labels: bool = True) -> tuple[dict, di
 
 
 def check_grids(cases: dict[str, dict]) -> None:
-    """Each case's channels and label have one voxel grid (sizes from the file headers through SimpleITK);
-    a format SimpleITK cannot read is left to nnU-Net's own integrity check."""
+    """Each case's channels and label have one voxel grid (sizes from the file headers through SimpleITK),
+    else :class:`DietError` naming the label; a case SimpleITK cannot read (a format it does not know, a
+    damaged file) is left to nnU-Net's own reader and integrity check."""
     import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
@@ -79,12 +81,14 @@ def check_grids(cases: dict[str, dict]) -> None:
             try:
                 reader.ReadImageInformation()
             except RuntimeError:
-                return
+                break
             sizes[f] = tuple(reader.GetSize())
-        image, label = sizes[entry["images"][0]], sizes[entry["label"]]
-        if len(set(sizes.values())) > 1:
-            raise DietError(f"{entry['label']}: case {case}: label of size {label} on another grid than its image "
-                            f"{image} (nnU-Net needs them voxel for voxel)")
+        else:
+            image, label = sizes[entry["images"][0]], sizes[entry["label"]]
+            if len(set(sizes.values())) > 1:
+                raise DietError(f"{entry['label']}: the label of case {case} has size {label}, its image "
+                                f"{Path(entry['images'][0]).name} {image}: not on one voxel grid (a label that no "
+                                "longer belongs to its image?)")
 
 
 def check_training_dataset(folder: str | Path) -> dict[str, dict]:
