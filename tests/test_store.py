@@ -154,3 +154,17 @@ def test_load_errors_name_the_file(tmp_path):
     np.savez(other, a=np.ones(3))
     with pytest.raises(DietError, match="other.npz: not an nnunet-diet dynamics file"):
         DynamicsStore.load(other)
+
+
+def test_wait_until_returns_once_ready_and_gives_up_on_a_writer_that_stopped(tmp_path):
+    import threading
+
+    from nnunet_diet.core.atomic import wait_until
+
+    watched = tmp_path / "state.json"
+    threading.Timer(0.2, lambda: watched.write_text("done")).start()
+    assert wait_until(lambda: watched.read_text() if watched.is_file() else None, watched, "it",
+                      poll=0.05, stall=5) == "done"
+    watched.write_text("stuck")  # written once, then never again
+    with pytest.raises(DietError, match=rf"{watched}: no progress for 0 s while waiting for rank 0"):
+        wait_until(lambda: None, watched, "rank 0", poll=0.05, stall=0.3)

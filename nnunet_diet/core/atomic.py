@@ -8,14 +8,17 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from .errors import DietError
 
-__all__ = ["atomic_open", "atomic_write_text", "backup", "check_output"]
+__all__ = ["atomic_open", "atomic_write_text", "backup", "check_output", "wait_until", "WAIT_STALL"]
+
+T = TypeVar("T")
+WAIT_STALL = float(os.environ.get("NNUNET_DIET_WAIT_STALL", "3600"))  # seconds without progress
 
 
 @contextmanager
@@ -88,3 +91,22 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike 
     if not os.access(parent, os.W_OK | os.X_OK):
         raise DietError(f"{option} {path}: cannot write in {parent} (permission denied or read-only)")
     return path
+
+
+def wait_until(ready: Callable[[], T | None], watched: Path, what: str, *, poll: float = 1.0,
+               stall: float | None = None) -> T:
+    """Poll ``ready()`` until it returns a value (not None), as long as another process makes progress:
+    when ``watched`` (the file that process rewrites as it goes) has not changed for ``stall`` seconds
+    (default :data:`WAIT_STALL`, ``NNUNET_DIET_WAIT_STALL``) a :class:`DietError` names it, so that a crashed
+    writer does not leave its readers waiting for ever."""
+    stall = WAIT_STALL if stall is None else stall
+    last, since = None, time.monotonic()
+    while (value := ready()) is None:
+        stamp = watched.stat().st_mtime_ns if watched.exists() else None
+        if stamp != last:
+            last, since = stamp, time.monotonic()
+        elif time.monotonic() - since > stall:
+            raise DietError(f"{watched}: no progress for {stall:.0f} s while waiting for {what} "
+                            "(did the process writing it stop? NNUNET_DIET_WAIT_STALL sets the patience)")
+        time.sleep(poll)
+    return value

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.atomic import atomic_open
+from ..core.atomic import atomic_open, wait_until
 from ..core.errors import DietError
 from .encoders import _device
 from .run import rank_and_world
@@ -78,12 +78,11 @@ def _first_image(source) -> np.ndarray:
 
 
 def _wait_for(path: Path, settings: dict, poll: float = 2.0) -> dict:
-    while True:
-        if path.is_file():
-            ckpt = _load(path)
-            if ckpt["finished"] and ckpt["settings"] == settings:
-                return ckpt
-        time.sleep(poll)
+    """Rank > 0: rank 0's finished encoder of these settings (its checkpoint is rewritten every epoch)."""
+    def finished() -> dict | None:
+        ckpt = _load(path) if path.is_file() else None
+        return ckpt if ckpt is not None and ckpt["finished"] and ckpt["settings"] == settings else None
+    return wait_until(finished, path, "rank 0's encoder", poll=poll)
 
 
 def pretrain(source, folder: str | Path, config: SSLConfig, *, device: str | None = None, resume: bool = True,

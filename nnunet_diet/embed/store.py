@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..core.atomic import atomic_open, atomic_write_text
+from ..core.atomic import atomic_open, atomic_write_text, wait_until
 from ..core.errors import DietError
 
 __all__ = ["DTYPES", "Embeddings", "finished", "write_shard", "merge_shards", "load_embeddings"]
@@ -124,19 +123,19 @@ def _run_id() -> str:
 
 def merge_shards(out: Path, ids: Sequence[str], signature: dict, world: int, *, dtype: str = "float16",
                  poll: float = 1.0, chunk: int = 65536) -> Path:
-    """Wait until every rank's shard is complete, then write ``embeddings.npy``, ``ids.txt`` and
+    """Wait until every rank's shard is complete (:func:`~nnunet_diet.core.atomic.wait_until`: an error when a
+    rank's shard stops growing), then write ``embeddings.npy``, ``ids.txt`` and
     ``meta.json`` (each atomically) and remove the shards. Returns the folder."""
     n = len(ids)
     states = []
     for rank in range(world):
         _, state_path = _shard_paths(out, rank, world)
         want = len(range(rank, n, world))
-        while True:
+        def complete() -> dict | None:
             state = json.loads(state_path.read_text()) if state_path.is_file() else {"done": -1}
-            if state["done"] == want and state.get("signature") == signature and state.get("run") == _run_id():
-                break
-            time.sleep(poll)
-        states.append(state)
+            ok = state["done"] == want and state.get("signature") == signature and state.get("run") == _run_id()
+            return state if ok else None
+        states.append(wait_until(complete, state_path, f"rank {rank}'s embeddings", poll=poll))
     d = next(s["d"] for s in states if s["d"] is not None)
     with atomic_open(out / MATRIX, "wb") as fh:
         np.lib.format.write_array_header_1_0(fh, {"descr": np.dtype(dtype).str, "fortran_order": False,
