@@ -44,7 +44,9 @@ LATER = replace(WINDOWS, eva_early=(2, 6))  # early window after the class-prior
 # name: (method, tag, scores, class balance, class norm); the paper's default first
 SETTINGS = {
     "eva": ("eva", "", WINDOWS, "off", None), "eva-on": ("eva", "", WINDOWS, "on", None),
-    "eva-auto": ("eva", "", WINDOWS, "auto", None), "eva-zscore": ("eva", "", WINDOWS, "off", "zscore"),
+    "eva-auto": ("eva", "", WINDOWS, "auto", None), "eva-floor": ("eva", "", WINDOWS, "floor", None),
+    "eva-floor-prune": ("eva", "", WINDOWS, "floor-prune", None),
+    "eva-floor-strata": ("eva", "", WINDOWS, "floor-strata", None), "eva-zscore": ("eva", "", WINDOWS, "off", "zscore"),
     "eva-mean": ("eva", "", WINDOWS, "off", "mean"), "eva-code": ("eva", "code", CODE, "off", None),
     "eva-w2-6": ("eva", "w2-6", LATER, "off", None), "random": ("random", "", WINDOWS, "off", None),
     "random-on": ("random", "", WINDOWS, "on", None), "ccs": ("ccs", "", WINDOWS, "off", None),
