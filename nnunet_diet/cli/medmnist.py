@@ -21,7 +21,7 @@ from ..core.class_shift import class_shift
 from ..core.classification import CLASS_NORMS
 from ..core.errors import DietError
 from ..core.scores import ScoreConfig
-from ..medmnist.config import BALANCE, METHODS, SCHEDULES, TrainConfig
+from ..medmnist.config import AUTO_BALANCE, BALANCE, METHODS, SCHEDULES, TrainConfig
 from ..medmnist.data import DEFAULT_ROOT, SIZES, load_medmnist
 from .scores import add_window_options, window_settings
 
@@ -91,8 +91,8 @@ def _selection_options(p: argparse.ArgumentParser, single: bool, keep_list: bool
                         "with every class floored at half its share; floor-prune: the same after setting aside "
                         "each class's --hard-prune share of top-ranked samples; floor-strata: floor's class counts, "
                         "each class drawn by CCS over the score; the floor settings change only a class-shifted "
-                        "coreset; auto: the recommended floor setting (see docs/medmnist.md); default off (the "
-                        "paper)")
+                        f"coreset; auto: the recommended one, {AUTO_BALANCE} (see docs/medmnist.md); default off "
+                        "(the paper)")
     g.add_argument("--class-norm", choices=CLASS_NORMS, default=None,
                    help="normalise the score within each class before ranking: mean (s / class mean) or "
                         "zscore (not for random and ccs)")

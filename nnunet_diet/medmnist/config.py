@@ -11,7 +11,7 @@ __all__ = ["TrainConfig", "METHODS", "SCHEDULES", "BALANCE", "AUTO_BALANCE"]
 METHODS = ("eva", "random", "forgetting", "entropy", "el2n", "aum", "ccs")  # selection methods
 # class-balance settings of a coreset (off = the paper); floor* change only a class-shifted coreset
 BALANCE = ("off", "on", "floor", "floor-prune", "floor-strata", "auto")
-AUTO_BALANCE = "floor"  # what auto does to a shifted coreset (docs/medmnist.md: chosen on the validation split)
+AUTO_BALANCE = "floor-prune"  # what auto does to a shifted coreset (chosen on the validation split: docs/benchmarks.md)
 SCHEDULES = ("epochs", "iterations")  # coreset retraining: same epochs (EVA/DeepCore) or same iterations (CCS)
 
 
