@@ -88,6 +88,16 @@ def why(run: Path, rates: list[float]) -> list[dict]:
         out.append({"what": f"mean {name}", "class 0": v[g == "0"].mean(), "class 1": v[g == "1"].mean(),
                     "sum": v.sum()})
     paper = early + late
+    correct = store["correct"].astype(np.float64)
+    for c in ("0", "1"):  # each class's top 10 % by EVA (what floor-prune sets aside) against the rest
+        rows = np.flatnonzero(g == c)
+        ranked = rows[np.argsort(-paper[rows], kind="stable")]
+        top, rest = ranked[: int(0.1 * len(rows))], ranked[int(0.1 * len(rows)):]
+        out.append({"what": f"class {c}, top 10 % EVA vs rest: error norm epoch 0",
+                    "top": e[top, 0].mean(), "rest": e[rest, 0].mean()})
+        for epoch in (3, 39):
+            out.append({"what": f"class {c}, top 10 % EVA vs rest: misclassified at epoch {epoch}",
+                        "top": 1 - correct[top, epoch].mean(), "rest": 1 - correct[rest, epoch].mean()})
     centred = e - np.stack([e[g == c].mean(0) for c in ("0", "1")])[(g == "1").astype(int)]
     variants = {"paper (V_e + V_l)": paper, "unbiased variance (ddof 1)": eva(e, (0, 4), (20, 24), ddof=1),
                 "code (ddof 1, L1 per window, 0.5/0.5)": eva(e, (0, 4), (20, 24), ddof=1, normalize=True,
