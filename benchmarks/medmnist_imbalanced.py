@@ -44,7 +44,9 @@ LATER = replace(WINDOWS, eva_early=(2, 6))  # early window after the class-prior
 # name: (method, tag, scores, class balance, class norm); the paper's default first
 SETTINGS = {
     "eva": ("eva", "", WINDOWS, "off", None), "eva-on": ("eva", "", WINDOWS, "on", None),
-    "eva-auto": ("eva", "", WINDOWS, "auto", None), "eva-zscore": ("eva", "", WINDOWS, "off", "zscore"),
+    "eva-auto": ("eva", "", WINDOWS, "auto", None), "eva-floor": ("eva", "", WINDOWS, "floor", None),
+    "eva-floor-prune": ("eva", "", WINDOWS, "floor-prune", None),
+    "eva-floor-strata": ("eva", "", WINDOWS, "floor-strata", None), "eva-zscore": ("eva", "", WINDOWS, "off", "zscore"),
     "eva-mean": ("eva", "", WINDOWS, "off", "mean"), "eva-code": ("eva", "code", CODE, "off", None),
     "eva-w2-6": ("eva", "w2-6", LATER, "off", None), "random": ("random", "", WINDOWS, "off", None),
     "random-on": ("random", "", WINDOWS, "on", None), "ccs": ("ccs", "", WINDOWS, "off", None),
@@ -86,6 +88,16 @@ def why(run: Path, rates: list[float]) -> list[dict]:
         out.append({"what": f"mean {name}", "class 0": v[g == "0"].mean(), "class 1": v[g == "1"].mean(),
                     "sum": v.sum()})
     paper = early + late
+    correct = store["correct"].astype(np.float64)
+    for c in ("0", "1"):  # each class's top 10 % by EVA (what floor-prune sets aside) against the rest
+        rows = np.flatnonzero(g == c)
+        ranked = rows[np.argsort(-paper[rows], kind="stable")]
+        top, rest = ranked[: int(0.1 * len(rows))], ranked[int(0.1 * len(rows)):]
+        out.append({"what": f"class {c}, top 10 % EVA vs rest: error norm epoch 0",
+                    "top": e[top, 0].mean(), "rest": e[rest, 0].mean()})
+        for epoch in (3, 39):
+            out.append({"what": f"class {c}, top 10 % EVA vs rest: misclassified at epoch {epoch}",
+                        "top": 1 - correct[top, epoch].mean(), "rest": 1 - correct[rest, epoch].mean()})
     centred = e - np.stack([e[g == c].mean(0) for c in ("0", "1")])[(g == "1").astype(int)]
     variants = {"paper (V_e + V_l)": paper, "unbiased variance (ddof 1)": eva(e, (0, 4), (20, 24), ddof=1),
                 "code (ddof 1, L1 per window, 0.5/0.5)": eva(e, (0, 4), (20, 24), ddof=1, normalize=True,

@@ -7,7 +7,7 @@ from hypothesis.extra.numpy import arrays
 from pathlib import Path
 
 import nnunet_diet
-from nnunet_diet.core.class_shift import class_shift, floor_select
+from nnunet_diet.core.class_shift import class_shift, floor_select, floor_strata_select
 from nnunet_diet.core.classification import (aum, class_normalise, default_late_window, el2n, entropy, eva,
                                              forgetting_events)
 from nnunet_diet.core.errors import DietError
@@ -205,3 +205,41 @@ def test_floor_select_raises_a_collapsed_class_to_half_its_share_and_keeps_the_r
     np.testing.assert_array_equal(floor_select(paper_scores, 0.5, g), fair)
     rnd = floor_select(None, 0.1, g, mode="random", seed=3)
     assert len(rnd) == 80 and not class_shift(PNEUMONIA.ids, g, PNEUMONIA.ids[rnd]).shifted
+
+
+def _class_tops(scores, g, share):
+    """Rows of each class's ``int(share n_c)`` highest scores."""
+    return np.concatenate([np.flatnonzero(g == c)[np.argsort(-scores[g == c], kind="stable")[: int(share * (g == c).sum())]]
+                           for c in np.unique(g)])
+
+
+def test_floor_prune_sets_each_classs_top_aside_before_the_floor():
+    g = PNEUMONIA.groups
+    paper_scores = eva(PNEUMONIA["error_norm"], EARLY, LATE)
+    pruned = floor_select(paper_scores, 0.1, g, hard_prune=0.1)
+    assert len(pruned) == 80 and not class_shift(PNEUMONIA.ids, g, PNEUMONIA.ids[pruned]).shifted
+    assert not np.isin(pruned, _class_tops(paper_scores, g, 0.1)).any()
+    # it ranks below the set-aside tops: the best of what is left, so it overlaps the plain floor below them
+    assert len(np.intersect1d(pruned, floor_select(paper_scores, 0.1, g))) > 0
+    # an unshifted coreset is the paper's, pruning or not
+    np.testing.assert_array_equal(floor_select(paper_scores, 0.5, g, hard_prune=0.1), select(paper_scores, 0.5, "top"))
+    with pytest.raises(DietError, match="hard_prune must be in"):
+        floor_select(paper_scores, 0.1, g, hard_prune=1.0)
+
+
+def test_floor_strata_keeps_the_floor_counts_and_covers_each_classs_score_range():
+    g = PNEUMONIA.groups
+    paper_scores = eva(PNEUMONIA["error_norm"], EARLY, LATE)
+    floored = floor_select(paper_scores, 0.1, g)
+    strata = floor_strata_select(paper_scores, 0.1, g, seed=0)
+    assert np.bincount(g[strata].astype(int)).tolist() == np.bincount(g[floored].astype(int)).tolist() == [50, 30]
+    assert not np.isin(strata, _class_tops(paper_scores, g, 0.1)).any()  # CCS's hard pruning, per class
+    for c in ("0", "1"):  # the floor keeps a class's top; the strata reach down to its low scores
+        mine = g == c
+        assert paper_scores[strata[mine[strata]]].min() < paper_scores[floored[mine[floored]]].min()
+        assert paper_scores[strata[mine[strata]]].min() <= np.quantile(paper_scores[mine], 0.25)
+    np.testing.assert_array_equal(floor_strata_select(paper_scores, 0.1, g, seed=0), strata)  # deterministic
+    assert not np.array_equal(floor_strata_select(paper_scores, 0.1, g, seed=1), strata)
+    np.testing.assert_array_equal(floor_strata_select(paper_scores, 0.5, g), select(paper_scores, 0.5, "top"))
+    with pytest.raises(DietError, match="needs a score ranking"):
+        floor_strata_select(paper_scores, 0.1, g, mode="random")

@@ -16,7 +16,8 @@ from nnunet_diet.core.errors import DietError
 from nnunet_diet.core.scores import ScoreConfig
 from nnunet_diet.medmnist import METHODS, Coreset, TrainConfig, load_medmnist, retrain, score_run, select_coreset, train
 from nnunet_diet.medmnist.recorder import SERIES
-from nnunet_diet.medmnist.selection import coreset_shift
+from nnunet_diet.medmnist.config import AUTO_BALANCE
+from nnunet_diet.medmnist.selection import FLOORS, coreset_shift, resolve_floor
 
 EXAMPLES = Path(nnunet_diet.__file__).parent / "examples"
 FLAG = "pneumoniamnist_subset"
@@ -249,13 +250,16 @@ def test_auto_class_balance_keeps_the_papers_selection_when_nothing_shifts(score
     np.testing.assert_array_equal(select_coreset(scores, "eva", 0.1, class_balance="auto"), paper)
     shifted = select_coreset(scores, "el2n", 0.1)
     assert coreset_shift(scores, shifted).shifted == ("1",)
-    auto = select_coreset(scores, "el2n", 0.1, class_balance="auto")
-    assert not coreset_shift(scores, auto).shifted
+    floor = select_coreset(scores, "el2n", 0.1, class_balance="floor")
+    assert not coreset_shift(scores, floor).shifted
     # the floor only swaps the lowest-ranked class-0 samples for the best class-1 ones
-    assert len(np.intersect1d(auto, shifted)) == 30 - (12 - 1)
+    assert len(np.intersect1d(floor, shifted)) == 30 - (12 - 1)
+    # auto is the recommended floor (docs/medmnist.md): floor-prune
+    np.testing.assert_array_equal(select_coreset(scores, "el2n", 0.1, class_balance="auto"),
+                                  select_coreset(scores, "el2n", 0.1, class_balance="floor-prune"))
     ccs = select_coreset(scores, "ccs", 0.1)
     np.testing.assert_array_equal(select_coreset(scores, "ccs", 0.1, class_balance="auto"), ccs)
-    with pytest.raises(DietError, match="class balance must be one of off, on, auto"):
+    with pytest.raises(DietError, match="class balance must be one of off, on, floor, floor-prune, floor-strata, auto"):
         select_coreset(scores, "eva", 0.1, class_balance="yes")
 
 
@@ -281,13 +285,45 @@ def test_keep_list_that_drops_a_class_is_reported(run, tmp_path, capsys):
     assert row["share_0"] == 0 and row["share_1"] == 1 and row["class_shift"] == "0 vanishes"
 
 
-def test_score_table_select_reports_its_group_column(run, tmp_path, capsys):
-    table = score_run(run.out, WINDOWS)
-    table.to_csv(tmp_path / "scores.csv", index=False)
-    assert main(["select", str(tmp_path / "scores.csv"), "--method", "el2n", "--keep", "0.1"]) == 0
+def test_select_reports_the_class_column_and_a_group_only_when_named(run, tmp_path, capsys):
+    csv = tmp_path / "scores.csv"
+    score_run(run.out, WINDOWS).to_csv(csv, index=False)  # id, group (here the label), scores
+    assert main(["select", str(csv), "--method", "el2n", "--keep", "0.1"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.split()) == 30 and err == ""  # a group (an nnU-Net table's centre) is not taken as the class
+    assert main(["select", str(csv), "--method", "el2n", "--keep", "0.1", "--class-column", "group"]) == 0
     out, err = capsys.readouterr()
     assert len(out.split()) == 30  # the ids alone on stdout
-    assert "per group:" in err and "warning: class 1 keeps" in err
-    assert main(["select", str(tmp_path / "scores.csv"), "--method", "eva", "--keep", "0.1", "--class-column",
-                 "colour"]) == 2
+    assert "per group:" in err and "warning: group 1 keeps" in err and "class" not in err
+    assert main(["select", str(csv), "--method", "eva", "--keep", "0.1", "--class-column", "colour"]) == 2
     assert "--class-column 'colour': no such column" in capsys.readouterr().err
+    # the table 'medmnist select' writes names the label 'class': reported without being asked
+    assert main(["medmnist", "select", "--run", str(run.out), "--method", "el2n", "--rate", "0.1", *WINDOW_ARGS]) == 0
+    capsys.readouterr()
+    written = pd.read_csv(run.out / "scores.csv")
+    assert "class" in written.columns and "group" not in written.columns
+    assert main(["select", str(run.out / "scores.csv"), "--method", "el2n", "--keep", "0.1"]) == 0
+    err = capsys.readouterr().err
+    assert "per class:" in err and "warning: class 1 keeps 3.3 % of the coreset against 74.3 %" in err
+    assert main(["select", str(run.out / "scores.csv"), "--method", "el2n", "--keep", "0.1", "--class-column",
+                 "none"]) == 0
+    assert capsys.readouterr().err == ""
+    written.loc[4, "class"] = np.nan
+    written.to_csv(tmp_path / "blank.csv", index=False)
+    assert main(["select", str(tmp_path / "blank.csv"), "--method", "el2n", "--keep", "0.1"]) == 2
+    assert "blank.csv: blank 'class' on line 6" in capsys.readouterr().err
+
+
+def test_floor_settings_change_only_a_shifted_coreset(scores):
+    paper = select_coreset(scores, "eva", 0.1)  # not shifted on the tiny run
+    for balance in ("floor", "floor-prune", "floor-strata", "auto"):
+        ids = select_coreset(scores, "eva", 0.1, class_balance=balance)
+        np.testing.assert_array_equal(ids, paper)
+        assert resolve_floor(scores, "eva", 0.1, ids, balance) == "off"
+        ids = select_coreset(scores, "el2n", 0.1, class_balance=balance)  # EL2N's 10 % is shifted
+        assert not coreset_shift(scores, ids).shifted
+        assert resolve_floor(scores, "el2n", 0.1, ids, balance) == (AUTO_BALANCE if balance == "auto" else balance)
+    assert len({tuple(select_coreset(scores, "el2n", 0.1, class_balance=b)) for b in FLOORS[:3]}) == 3
+    # random has no score to prune or stratify by: each floor setting is the floor over a uniform order
+    floor = select_coreset(scores, "random", 0.1, class_balance="floor", seed=2)
+    np.testing.assert_array_equal(select_coreset(scores, "random", 0.1, class_balance="floor-strata", seed=2), floor)

@@ -21,7 +21,7 @@ from ..core.class_shift import class_shift
 from ..core.classification import CLASS_NORMS
 from ..core.errors import DietError
 from ..core.scores import ScoreConfig
-from ..medmnist.config import BALANCE, METHODS, SCHEDULES, TrainConfig
+from ..medmnist.config import AUTO_BALANCE, BALANCE, METHODS, SCHEDULES, TrainConfig
 from ..medmnist.data import DEFAULT_ROOT, SIZES, load_medmnist
 from .scores import add_window_options, window_settings
 
@@ -87,14 +87,18 @@ def _selection_options(p: argparse.ArgumentParser, single: bool, keep_list: bool
         g.add_argument("--rates", type=float, nargs="+", default=[0.05, 0.1, 0.3], help="default 0.05 0.1 0.3")
         g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default 0 1 2")
     g.add_argument("--class-balance", nargs="?", choices=BALANCE, const="on", default="off",
-                   help="on (the bare flag): each class keeps its share (not for ccs); auto: the method's ranking "
-                        "with every class floored at half its share, so an unshifted coreset stays the paper's "
-                        "(see docs/medmnist.md); default off (the paper)")
+                   help="on (the bare flag): each class keeps its share (not for ccs); floor: the method's ranking "
+                        "with every class floored at half its share; floor-prune: the same after setting aside "
+                        "each class's --hard-prune share of top-ranked samples; floor-strata: floor's class counts, "
+                        "each class drawn by CCS over the score; the floor settings change only a class-shifted "
+                        f"coreset; auto: the recommended one, {AUTO_BALANCE} (see docs/medmnist.md); default off "
+                        "(the paper)")
     g.add_argument("--class-norm", choices=CLASS_NORMS, default=None,
                    help="normalise the score within each class before ranking: mean (s / class mean) or "
                         "zscore (not for random and ccs)")
     g.add_argument("--hard-prune", type=float, default=0.1,
-                   help="CCS: fraction of all samples with the lowest AUM dropped first (default 0.1)")
+                   help="CCS: fraction of all samples with the lowest AUM dropped first; floor-prune and "
+                        "floor-strata: fraction of each class's top-ranked samples set aside (default 0.1)")
     add_window_options(g)
 
 
@@ -192,18 +196,20 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _select(args: argparse.Namespace, write: bool = True) -> tuple[pd.DataFrame, Coreset, ClassShift]:
     from ..medmnist.coreset import Coreset
-    from ..medmnist.selection import coreset_shift, resolve_auto, score_run, select_coreset
+    from ..medmnist.selection import FLOORS, coreset_shift, resolve_floor, score_run, select_coreset
 
     frame = score_run(args.run, _score_config(args))
     options = dict(class_norm=args.class_norm, hard_prune=args.hard_prune, seed=args.seed)
     ids = select_coreset(frame, args.method, args.rate, class_balance=args.class_balance, **options)
     balance = args.class_balance
-    if balance == "auto":
-        balance = resolve_auto(frame, args.method, args.rate, ids, **options)
-        print("class balance auto: " + ("the paper's selection (no class below half its share)" if balance == "off"
-                                        else "classes raised to half their share (class floor)"))
+    if balance in FLOORS:
+        balance = resolve_floor(frame, args.method, args.rate, ids, balance, **options)
+        print(f"class balance {args.class_balance}: " + (
+            "the paper's selection (no class below half its share)" if balance == "off"
+            else f"classes raised to half their share ({balance})"))
     if write:
-        atomic_write_text(args.run / "scores.csv", frame.to_csv(index=False, float_format="%.6g"))
+        table = frame.rename(columns={"group": "class"})  # the label: what 'nnunet-diet select' reports by
+        atomic_write_text(args.run / "scores.csv", table.to_csv(index=False, float_format="%.6g"))
     return frame, Coreset(args.method, args.rate, args.seed, ids, balance, args.class_norm), coreset_shift(frame, ids)
 
 

@@ -16,7 +16,9 @@ from ..core.selection import MODES, ccs, select
 from ..nnunet.splits import numeric_column
 
 METHODS = tuple(SCORE_DIRECTIONS) + ("random", "ccs")
-CLASS_COLUMNS = ("class", "label", "group")  # columns taken as the class of a sample
+# columns taken as the class of a sample without --class-column; not "group", which in nnU-Net score tables is
+# the centre of a case (a MedMNIST run's scores.csv names its labels "class")
+CLASS_COLUMNS = ("class", "label")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,9 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="keep each value of COLUMN (e.g. group) at its share")
     p.add_argument("--hard-prune", type=float, default=0.1, help="CCS: fraction of hardest (lowest AUM) dropped first")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--class-column", default=None,
-                   help=f"column with the class of each sample, for the class-distribution report (default: the "
-                        f"first of {', '.join(CLASS_COLUMNS)} the table has)")
+    p.add_argument("--class-column", metavar="COLUMN", default=None,
+                   help=f"column whose values the class-distribution report counts (default: the first of "
+                        f"{', '.join(CLASS_COLUMNS)} the table has, else no report; e.g. 'group' for the centres of "
+                        f"an nnU-Net score table); 'none': no report")
     p.add_argument("-o", "--output", type=Path, default=None, help="file for the kept ids (default: print them)")
     p.set_defaults(func=run)
 
@@ -44,7 +47,7 @@ def _read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DietError(f"{path}: no such score table")
     try:
-        table = pd.read_csv(path, dtype={"id": str, "group": str})
+        table = pd.read_csv(path, dtype={"id": str, "group": str, "class": str, "label": str})
     except (ValueError, pd.errors.ParserError) as exc:
         raise DietError(f"{path}: not a readable CSV ({exc})") from None
     if "id" not in table.columns:
@@ -95,18 +98,28 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _class_column(table: pd.DataFrame, args: argparse.Namespace) -> str | None:
-    """``--class-column``, else the first of :data:`CLASS_COLUMNS` the table has (None: no report)."""
+    """``--class-column`` (``none``: no report), else the first of :data:`CLASS_COLUMNS` the table has
+    (None: no report)."""
+    if args.class_column == "none":
+        return None
     if args.class_column is not None and args.class_column not in table.columns:
-        raise DietError(f"--class-column {args.class_column!r}: no such column in {args.table}")
-    return args.class_column or next((c for c in CLASS_COLUMNS if c in table.columns), None)
+        raise DietError(f"--class-column {args.class_column!r}: no such column in {args.table} "
+                        f"(columns: {', '.join(table.columns)})")
+    column = args.class_column or next((c for c in CLASS_COLUMNS if c in table.columns), None)
+    if column is not None and table[column].isna().any():
+        line = int(np.flatnonzero(table[column].isna().to_numpy())[0]) + 2
+        raise DietError(f"{args.table}: blank {column!r} on line {line}; the class report needs every row's "
+                        f"{column} (--class-column none: no report)")
+    return column
 
 
 def _report_classes(table: pd.DataFrame, column: str, ids: np.ndarray, args: argparse.Namespace) -> None:
     """Class distribution of the kept ids beside the table's (stdout with -o, else stderr, so the printed
-    ids stay a clean list) and one warning line on stderr per class below half its share."""
+    ids stay a clean list) and one warning line on stderr per value below half its share, both worded with
+    the column's name."""
     from ..core.class_shift import class_shift
 
-    shift = class_shift(table["id"].to_numpy(), table[column].astype(str).to_numpy(), ids)
+    shift = class_shift(table["id"].to_numpy(), table[column].astype(str).to_numpy(), ids, what=column)
     print(f"per {column}:\n{shift.table()}", file=sys.stdout if args.output else sys.stderr)
     for line in shift.warnings():
         print(line, file=sys.stderr)

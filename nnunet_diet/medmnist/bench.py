@@ -22,12 +22,13 @@ from ..core.scores import ScoreConfig
 from .coreset import Coreset, retrain
 from .data import MedMNISTData
 from .distributed import Context
-from .selection import balance_setting, coreset_shift, resolve_auto, score_run, select_coreset
+from .selection import FLOORS, balance_setting, coreset_shift, resolve_floor, score_run, select_coreset
 from .trainer import TrainConfig, TrainResult, train
 
 __all__ = ["result_row", "setting_label", "markdown_table", "write_tables", "run_coreset", "bench"]
 
-ACCURACIES = {"final_test_acc": "final test accuracy", "best_test_acc": "test accuracy at the best-validation epoch"}
+ACCURACIES = {"final_test_acc": "final test accuracy", "best_test_acc": "test accuracy at the best-validation epoch",
+              "final_val_acc": "final validation accuracy"}
 
 
 def result_row(method: str, rate: float, seed: int, result: TrainResult, schedule: str,
@@ -35,7 +36,7 @@ def result_row(method: str, rate: float, seed: int, result: TrainResult, schedul
     """One CSV row: who (method and selection setting), how much, how long, how well, which classes."""
     row = {"method": method, "rate": rate, "seed": seed, "schedule": schedule, "class_balance": class_balance,
            "class_norm": class_norm or "", "n_kept": result.n_train, "epochs": result.epochs,
-           "iterations": result.iterations, "final_test_acc": result.final_test_acc,
+           "iterations": result.iterations, "final_val_acc": result.final_val_acc, "final_test_acc": result.final_test_acc,
            "best_val_epoch": result.best_val_epoch, "best_test_acc": result.best_test_acc,
            "train_seconds": round(result.train_seconds, 1)}
     return {**row, **(shift.columns() if shift is not None else {})}
@@ -52,7 +53,9 @@ def setting_label(row: pd.Series | dict) -> str:
 
 
 def _cell(values: pd.Series) -> str:
-    v = 100 * values.to_numpy(float)
+    v = 100 * values.dropna().to_numpy(float)
+    if len(v) == 0:
+        return ""
     if len(v) == 1:
         return f"{v[0]:.2f} (n=1)"
     return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}"
@@ -106,12 +109,13 @@ def run_coreset(run: Path, frame: pd.DataFrame, method: str, rate: float, seed: 
     options = dict(class_norm=class_norm, hard_prune=hard_prune, seed=seed)
     requested = balance_setting(class_balance)
     ids = select_coreset(frame, method, rate, class_balance=requested, **options)
-    done = resolve_auto(frame, method, rate, ids, **options) if requested == "auto" else requested
+    floor = requested in FLOORS and method != "ccs"
+    done = resolve_floor(frame, method, rate, ids, requested, **options) if floor else requested
     shift = coreset_shift(frame, ids)
     name = f"{method}-{tag}" if tag else method
     result = retrain(run, Coreset(name, rate, seed, ids, done, class_norm), schedule=schedule,
                      progress=progress, ctx=ctx)
-    setting = f"auto: {done}" if requested == "auto" else done
+    setting = f"{requested}: {done}" if floor else done
     row = result_row(name, rate, seed, result, schedule, shift, setting, class_norm)
     log(f"seed {seed}: {setting_label(row)} {100 * rate:g} % ({len(ids)} samples, {result.epochs} epochs) "
         f"test accuracy {result.final_test_acc:.4f} (at best val {result.best_test_acc:.4f})")

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 from ..core.errors import DietError
 
-__all__ = ["TrainConfig", "METHODS", "SCHEDULES", "BALANCE"]
+__all__ = ["TrainConfig", "METHODS", "SCHEDULES", "BALANCE", "AUTO_BALANCE"]
 
 METHODS = ("eva", "random", "forgetting", "entropy", "el2n", "aum", "ccs")  # selection methods
-BALANCE = ("off", "on", "auto")  # class-balance settings of a coreset (off = the paper)
+# class-balance settings of a coreset (off = the paper); floor* change only a class-shifted coreset
+BALANCE = ("off", "on", "floor", "floor-prune", "floor-strata", "auto")
+AUTO_BALANCE = "floor-prune"  # what auto does to a shifted coreset (chosen on the validation split: docs/benchmarks.md)
 SCHEDULES = ("epochs", "iterations")  # coreset retraining: same epochs (EVA/DeepCore) or same iterations (CCS)
 
 

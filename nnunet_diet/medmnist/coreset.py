@@ -32,12 +32,13 @@ class Coreset:
     rate: float
     seed: int
     ids: np.ndarray
-    class_balance: bool | str = False  # True / "on": every class at its share; "floor": auto's class floor
+    class_balance: bool | str = False  # True / "on": every class at its share; "floor", "floor-prune", "floor-strata"
     class_norm: str | None = None
 
     @property
     def name(self) -> str:
-        suffix = {True: "_balanced", "on": "_balanced", "floor": "_floor"}.get(self.class_balance, "")
+        suffix = {True: "_balanced", "on": "_balanced", "floor": "_floor", "floor-prune": "_floorprune",
+                  "floor-strata": "_floorstrata"}.get(self.class_balance, "")
         return (f"{self.method}_{self.rate:g}_seed{self.seed}" + suffix
                 + (f"_{self.class_norm}norm" if self.class_norm else ""))
 

@@ -7,11 +7,17 @@ eval pass). Coresets keep ``ceil(rate N)`` samples: the highest EVA, EL2N, forge
 lowest AUM (the directions of the EVA paper's Appendix A), CCS over AUM, or a random draw.
 
 Class-shift remedies (options; the default is the paper's unbalanced selection): ``class_balance``
-``on`` keeps each class at its proportional share (not for CCS, which stratifies by score); ``auto``
-keeps the method's ranking but floors every class at half its share, the line below which
-:func:`~nnunet_diet.core.class_shift.class_shift` warns (:func:`~nnunet_diet.core.class_shift.floor_select`;
-an unshifted coreset stays exactly the paper's; CCS is left as it is); ``class_norm`` normalises the
-score within each class before ranking (:func:`~nnunet_diet.core.classification.class_normalise`).
+``on`` keeps each class at its proportional share (not for CCS, which stratifies by score). The
+``floor`` settings change only a class-shifted coreset (an unshifted one stays exactly the paper's;
+CCS is left as it is): ``floor`` keeps the method's ranking but floors every class at half its share,
+the line below which :func:`~nnunet_diet.core.class_shift.class_shift` warns
+(:func:`~nnunet_diet.core.class_shift.floor_select`); ``floor-prune`` first moves each class's
+``hard_prune`` share of highest-ranked samples to the end of the ranking (CCS's hard pruning, per
+class); ``floor-strata`` keeps ``floor``'s class counts and draws each class by CCS over the score
+(:func:`~nnunet_diet.core.class_shift.floor_strata_select`). ``auto`` is the floor setting that
+docs/medmnist.md recommends (:data:`~nnunet_diet.medmnist.config.AUTO_BALANCE`). ``class_norm``
+normalises the score within each class before ranking
+(:func:`~nnunet_diet.core.classification.class_normalise`).
 """
 
 from __future__ import annotations
@@ -21,17 +27,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.class_shift import ClassShift, class_shift, floor_select
+from ..core.class_shift import ClassShift, class_shift, floor_select, floor_strata_select
 from ..core.classification import class_normalise, entropy
 from ..core.errors import DietError, check_fraction, check_window
 from ..core.scores import SCORE_DIRECTIONS, ScoreConfig, score_table
 from ..core.selection import ccs, select
 from ..core.store import DynamicsStore
-from .config import BALANCE, METHODS
+from .config import AUTO_BALANCE, BALANCE, METHODS
 from .trainer import DYNAMICS, PROBS
 
-__all__ = ["METHODS", "DIRECTIONS", "BALANCE", "score_run", "select_coreset", "balance_setting", "resolve_auto",
-           "coreset_shift"]
+__all__ = ["METHODS", "DIRECTIONS", "BALANCE", "FLOORS", "score_run", "select_coreset", "balance_setting",
+           "resolve_floor", "coreset_shift"]
+
+FLOORS = ("floor", "floor-prune", "floor-strata", "auto")  # settings that change only a class-shifted coreset
 
 DIRECTIONS = {**SCORE_DIRECTIONS, "entropy": "top"}  # highest entropy = most uncertain first
 
@@ -71,7 +79,7 @@ def score_run(run: str | Path, config: ScoreConfig = ScoreConfig()) -> pd.DataFr
 
 
 def balance_setting(class_balance: bool | str) -> str:
-    """``off``, ``on`` or ``auto`` (True / False stand for on / off)."""
+    """One of :data:`BALANCE` (True / False stand for on / off)."""
     if isinstance(class_balance, bool):
         return "on" if class_balance else "off"
     if class_balance not in BALANCE:
@@ -83,16 +91,19 @@ def select_coreset(frame: pd.DataFrame, method: str, rate: float, *, class_balan
                    class_norm: str | None = None, hard_prune: float = 0.1, seed: int = 0) -> np.ndarray:
     """Sorted ids (train rows) of the ``ceil(rate N)`` samples that ``method`` keeps.
 
-    ``class_balance``: False / ``off`` (the paper), True / ``on``, or ``auto`` (see the module docstring).
+    ``class_balance``: False / ``off`` (the paper), True / ``on``, ``floor``, ``floor-prune``,
+    ``floor-strata`` or ``auto`` (see the module docstring; for ``random`` every floor setting is ``floor``).
     ``class_norm``: ``mean`` or ``zscore`` normalisation of the score within each class (not for
     random and CCS). ``hard_prune``: CCS's share of lowest-AUM samples dropped before stratifying
-    (relative to N). ``seed``: for ``random`` and the draws inside CCS strata.
+    (relative to N); for ``floor-prune`` and ``floor-strata`` the share of each class's highest-ranked
+    samples set aside. ``seed``: for ``random`` and the draws inside CCS strata.
     """
     rate = check_fraction(rate, "rate")
     method = method.lower()
     if method not in METHODS:
         raise DietError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     balance = balance_setting(class_balance)
+    balance = AUTO_BALANCE if balance == "auto" else balance
     if class_norm is not None and method in ("random", "ccs"):
         raise DietError(f"class normalisation applies to a ranking score, not to {method}")
     labels = frame["group"].to_numpy()
@@ -100,22 +111,32 @@ def select_coreset(frame: pd.DataFrame, method: str, rate: float, *, class_balan
         if balance == "on":
             raise DietError("CCS stratifies by score, not by class: drop class balance for ccs")
         rows = ccs(frame["aum"].to_numpy(float), rate, hard_prune=hard_prune, seed=seed)
+        return np.sort(frame["id"].to_numpy(np.int64)[rows])
+    if method == "random" and balance in ("floor-prune", "floor-strata"):
+        balance = "floor"  # no score to prune or stratify by: the floor over a uniform order
+    scores, mode = (None, "random") if method == "random" else (frame[method].to_numpy(float), DIRECTIONS[method])
+    if class_norm is not None:
+        scores = class_normalise(scores, labels, class_norm)
+    if balance == "floor-strata":
+        rows = floor_strata_select(scores, rate, labels, mode=mode, hard_prune=hard_prune, seed=seed)
+    elif balance in ("floor", "floor-prune"):
+        rows = floor_select(scores, rate, labels, mode=mode, hard_prune=hard_prune if balance == "floor-prune" else 0,
+                            seed=seed)
     else:
-        scores, mode = (None, "random") if method == "random" else (frame[method].to_numpy(float), DIRECTIONS[method])
-        if class_norm is not None:
-            scores = class_normalise(scores, labels, class_norm)
-        if balance == "auto":
-            rows = floor_select(scores, rate, labels, mode=mode, seed=seed)
-        else:
-            rows = select(scores, rate, mode, groups=labels if balance == "on" else None, seed=seed, n=len(frame))
+        rows = select(scores, rate, mode, groups=labels if balance == "on" else None, seed=seed, n=len(frame))
     return np.sort(frame["id"].to_numpy(np.int64)[rows])
 
 
-def resolve_auto(frame: pd.DataFrame, method: str, rate: float, ids: np.ndarray, **options) -> str:
-    """What ``auto`` did to the coreset ``ids``: ``off`` (the paper's selection, unchanged) or ``floor``.
-    ``options``: the other arguments of :func:`select_coreset`."""
+def resolve_floor(frame: pd.DataFrame, method: str, rate: float, ids: np.ndarray, class_balance: str,
+                  **options) -> str:
+    """What a floor setting (:data:`FLOORS`) did to the coreset ``ids``: ``off`` (the paper's selection,
+    unchanged) or the floor rule applied (``auto``: :data:`AUTO_BALANCE`). ``options``: the other
+    arguments of :func:`select_coreset`."""
     paper = select_coreset(frame, method, rate, class_balance="off", **options)
-    return "off" if np.array_equal(ids, paper) else "floor"
+    if np.array_equal(ids, paper):
+        return "off"
+    done = AUTO_BALANCE if class_balance == "auto" else class_balance
+    return "floor" if method == "random" else done
 
 
 def coreset_shift(frame: pd.DataFrame, ids: np.ndarray) -> ClassShift:
