@@ -21,6 +21,7 @@ import numpy as np
 
 from .atomic import atomic_open
 from .errors import DietError
+from .meddel import ROW_BLOCK
 
 __all__ = ["DynamicsStore"]
 
@@ -341,7 +342,7 @@ class DynamicsStore:
         return store
 
 
-def _check_values(path: Path, name: str, values: np.ndarray, ids: np.ndarray, block: int = 65536) -> None:
+def _check_values(path: Path, name: str, values: np.ndarray, ids: np.ndarray, block: int = ROW_BLOCK) -> None:
     """A recorded value is a finite number (NaN marks "not seen"); Dice, probabilities and 0/1 flags lie in
     [0, 1]. Checked in row blocks, so a large store needs no second copy."""
     if values.dtype.kind != "f":

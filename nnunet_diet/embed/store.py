@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ..core.atomic import atomic_open, atomic_write_text, wait_until
 from ..core.errors import DietError
+from ..core.meddel import ROW_BLOCK
 
 __all__ = ["DTYPES", "Embeddings", "finished", "write_shard", "merge_shards", "load_embeddings"]
 
@@ -122,7 +123,7 @@ def _run_id() -> str:
 
 
 def merge_shards(out: Path, ids: Sequence[str], signature: dict, world: int, *, dtype: str = "float16",
-                 poll: float = 1.0, chunk: int = 65536) -> Path:
+                 poll: float = 1.0, chunk: int = ROW_BLOCK) -> Path:
     """Wait until every rank's shard is complete (:func:`~nnunet_diet.core.atomic.wait_until`: an error when a
     rank's shard stops growing), then write ``embeddings.npy``, ``ids.txt`` and
     ``meta.json`` (each atomically) and remove the shards. Returns the folder."""
