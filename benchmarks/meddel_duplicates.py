@@ -12,8 +12,9 @@ From real images (Kvasir-SEG colonoscopy frames, an image folder; PneumoniaMNIST
 plus ``5 x m`` unrelated images (an equal number). The images are written to disk (PNG folder / npz)
 and embedded as a user would: the training-free intensities, the self-supervised ``contrastive`` and
 ``mae`` encoders trained on the planted set itself, the training-free ``vlad`` copy-detection
-descriptor fitted on it, and (PneumoniaMNIST, ``classifier``) the EVA harness classifier's features. Each embedding runs in its own process: wall and CPU seconds (training
-included) and peak resident memory of that process.
+descriptor fitted on it, and (PneumoniaMNIST, ``classifier``) the EVA harness classifier's features.
+Each embedding runs in its own process: wall and CPU seconds (training included) and peak resident
+memory of that process.
 
 MedDEL then runs on the whole set and on each type's subset (its ``m`` pairs + ``m`` unrelated
 images), at the fraction a perfect dedup keeps (2/3) and at fixed eta values, for each k-means K of
@@ -155,20 +156,20 @@ def chance_recall(n: int, removed: int) -> float:
 
 
 def evaluate(emb, table: pd.DataFrame, subset: str, fraction: float | None, eta: float | None,
-             clusters: int | None = None) -> dict:
+             clusters: int | None = None, epsilon: float | None = 0.9) -> dict:
     rows = table if subset == "all" else table[(table["type"] == subset)]
     vectors = np.asarray(emb.vectors)[rows["row"].to_numpy()]
     sub = type(emb)(emb.path, rows["row"].astype(str).to_numpy(), vectors, {})
-    result = run_meddel(sub, fraction=fraction, eta=eta, clusters=clusters, seed=0)
+    result = run_meddel(sub, fraction=fraction, eta=eta, clusters=clusters, epsilon=epsilon, seed=0)
     removed = pd.Series(~result.keep, index=rows["row"].to_numpy())
     pairs = rows[rows["pair"] >= 0].assign(removed=lambda t: removed[t["row"]].to_numpy())
     one = pairs.groupby("pair")["removed"].sum() == 1
     unrelated = removed[rows.loc[rows["role"] == "unrelated", "row"]]
     n, k = len(rows), int(removed.sum())
-    return {"subset": subset, "clusters": clusters or "sqrt", "mode": "fraction 2/3" if fraction else f"eta {eta:g}",
-            "n": n,
-            "kept_fraction": 1 - k / n, "eta": result.eta, "pair_recall": float(one.mean()),
-            "false_removals": float(unrelated.mean()), "chance_recall": chance_recall(n, k)}
+    return {"subset": subset, "clusters": clusters or "sqrt", "epsilon": epsilon,
+            "mode": "fraction 2/3" if fraction else f"eta {eta:g}", "n": n, "kept_fraction": 1 - k / n,
+            "eta": result.eta, "pair_recall": float(one.mean()), "false_removals": float(unrelated.mean()),
+            "chance_recall": chance_recall(n, k)}
 
 
 def main() -> None:
@@ -185,6 +186,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clusters", type=int, nargs="+", default=[0],
                    help="MedDEL k-means K values to evaluate; 0: the default ceil(sqrt(N))")
+    p.add_argument("--epsilon", type=lambda v: None if v.lower() == "none" else float(v), default=0.9,
+                   help="MedDEL epsilon filter (default 0.9, the paper's; 'none': off)")
     args = p.parse_args()
 
     rows, costs = [], []
@@ -214,7 +217,7 @@ def main() -> None:
                 for fraction, eta in [(2 / 3, None), *[(None, e) for e in args.etas]]:
                     for k in args.clusters:
                         rows.append({"dataset": name, "encoder": encoder,
-                                     **evaluate(emb, table, subset, fraction, eta, k or None)})
+                                     **evaluate(emb, table, subset, fraction, eta, k or None, args.epsilon)})
     results = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     results.to_csv(args.out / "results.csv", index=False, float_format="%.4f")

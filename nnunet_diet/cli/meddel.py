@@ -45,9 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", choices=SOURCES, default="intensities",
                    help="intensities (training-free, default), nnunet (trained model folder), medmnist (EVA "
                         "harness run folder), torch (TorchScript / saved module file), contrastive / mae (a "
-                        "self-supervised encoder trained on these images, saved as OUT/encoder.pt), vlad (training-free "
-                        "multi-scale patch VLAD fitted on these images, saved as OUT/vlad.npz: finds zoomed, "
-                        "cropped and mirrored copies)")
+                        "self-supervised encoder trained on these images, saved as OUT/encoder.pt), vlad "
+                        "(training-free multi-scale patch VLAD fitted on these images, saved as OUT/vlad.npz: "
+                        "finds zoomed, cropped and mirrored copies)")
     p.add_argument("--model", type=Path, help="model folder / run folder / module file for the chosen source; "
                    "contrastive / mae: an encoder.pt to reuse instead of training; vlad: a vlad.npz to reuse")
     p.add_argument("--grid", type=int, default=16, help="intensities: samples per spatial axis (default 16)")
