@@ -28,6 +28,7 @@ change windows little. 2D images only.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -195,7 +196,7 @@ def fit_vlad(source, out: str | Path, config: VladConfig = VladConfig(), *, resu
                  **{k: v.numpy() for k, v in {**model, "projection": projection}.items()})
     if progress:
         print(f"vlad: fitted {config.words} words and a {projection.shape[1]}-d projection on {len(rows)} images",
-              flush=True)
+              file=sys.stderr, flush=True)
     return path
 
 
