@@ -11,12 +11,14 @@ From real images (Kvasir-SEG colonoscopy frames, an image folder; PneumoniaMNIST
 
 plus ``5 x m`` unrelated images (an equal number). The images are written to disk (PNG folder / npz)
 and embedded as a user would: the training-free intensities, the self-supervised ``contrastive`` and
-``mae`` encoders trained on the planted set itself, and (PneumoniaMNIST, ``--classifier``) the EVA
-harness classifier's features. Each embedding runs in its own process: wall and CPU seconds (training
-included) and peak resident memory of that process.
+``mae`` encoders trained on the planted set itself, the training-free ``vlad`` copy-detection
+descriptor fitted on it, and (PneumoniaMNIST, ``classifier``) the EVA harness classifier's features.
+Each embedding runs in its own process: wall and CPU seconds (training included) and peak resident
+memory of that process.
 
 MedDEL then runs on the whole set and on each type's subset (its ``m`` pairs + ``m`` unrelated
-images), at the fraction a perfect dedup keeps (2/3) and at fixed eta values. Per row: pair recall
+images), at the fraction a perfect dedup keeps (2/3) and at fixed eta values, for each k-means K of
+``--clusters`` (0: MedDEL's default ceil(sqrt(N)); 1: every pair compared). Per row: pair recall
 (share of planted pairs with exactly one member removed), false removals (share of unrelated images
 removed), and the pair recall a random removal of the same size gives (chance).
 
@@ -111,6 +113,7 @@ def _embed_one(encoder: str, spec: str, folder: str, epochs: int, queue) -> None
     from nnunet_diet.embed.pretrain import SelfSupervisedEncoder, pretrain
     from nnunet_diet.embed.run import embed
     from nnunet_diet.embed.sslconfig import SSLConfig
+    from nnunet_diet.embed.vlad import VladConfig, VladEncoder, fit_vlad
 
     torch.set_num_threads(1)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -124,6 +127,8 @@ def _embed_one(encoder: str, spec: str, folder: str, epochs: int, queue) -> None
         train(read_npz(spec), run, TrainConfig(epochs=epochs, width=8, layers=(1, 1, 1, 1), stem_stride=2,
                                                batch_size=128), record=False, progress=False)
         enc = MedmnistEncoder(run)
+    elif encoder == "vlad":
+        enc = VladEncoder(fit_vlad(source, folder, VladConfig(), progress=False))
     else:
         enc = SelfSupervisedEncoder(pretrain(source, folder, SSLConfig(objective=encoder, epochs=epochs)))
     embed(source, enc, folder, progress=False)
@@ -150,19 +155,21 @@ def chance_recall(n: int, removed: int) -> float:
     return 2 * removed * (n - removed) / (n * (n - 1))
 
 
-def evaluate(emb, table: pd.DataFrame, subset: str, fraction: float | None, eta: float | None) -> dict:
+def evaluate(emb, table: pd.DataFrame, subset: str, fraction: float | None, eta: float | None,
+             clusters: int | None = None, epsilon: float | None = 0.9) -> dict:
     rows = table if subset == "all" else table[(table["type"] == subset)]
     vectors = np.asarray(emb.vectors)[rows["row"].to_numpy()]
     sub = type(emb)(emb.path, rows["row"].astype(str).to_numpy(), vectors, {})
-    result = run_meddel(sub, fraction=fraction, eta=eta, seed=0)
+    result = run_meddel(sub, fraction=fraction, eta=eta, clusters=clusters, epsilon=epsilon, seed=0)
     removed = pd.Series(~result.keep, index=rows["row"].to_numpy())
     pairs = rows[rows["pair"] >= 0].assign(removed=lambda t: removed[t["row"]].to_numpy())
     one = pairs.groupby("pair")["removed"].sum() == 1
     unrelated = removed[rows.loc[rows["role"] == "unrelated", "row"]]
     n, k = len(rows), int(removed.sum())
-    return {"subset": subset, "mode": "fraction 2/3" if fraction else f"eta {eta:g}", "n": n,
-            "kept_fraction": 1 - k / n, "eta": result.eta, "pair_recall": float(one.mean()),
-            "false_removals": float(unrelated.mean()), "chance_recall": chance_recall(n, k)}
+    return {"subset": subset, "clusters": clusters or "sqrt", "epsilon": epsilon,
+            "mode": "fraction 2/3" if fraction else f"eta {eta:g}", "n": n, "kept_fraction": 1 - k / n,
+            "eta": result.eta, "pair_recall": float(one.mean()), "false_removals": float(unrelated.mean()),
+            "chance_recall": chance_recall(n, k)}
 
 
 def main() -> None:
@@ -173,10 +180,14 @@ def main() -> None:
     p.add_argument("--npz", type=Path, default=SHARED / "medmnist" / "pneumoniamnist.npz")
     p.add_argument("--pairs-per-type", type=int, nargs=2, default=[60, 100], help="m for polyp, pneumonia")
     p.add_argument("--encoders", nargs="+", default=["intensities", "contrastive", "mae"],
-                   choices=("intensities", "contrastive", "mae", "classifier"))
+                   choices=("intensities", "contrastive", "mae", "classifier", "vlad"))
     p.add_argument("--epochs", type=int, default=30, help="self-supervised (and classifier) training epochs")
     p.add_argument("--etas", type=float, nargs="+", default=[0.9, 0.95, 0.98, 0.99])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clusters", type=int, nargs="+", default=[0],
+                   help="MedDEL k-means K values to evaluate; 0: the default ceil(sqrt(N))")
+    p.add_argument("--epsilon", type=lambda v: None if v.lower() == "none" else float(v), default=0.9,
+                   help="MedDEL epsilon filter (default 0.9, the paper's; 'none': off)")
     args = p.parse_args()
 
     rows, costs = [], []
@@ -204,7 +215,9 @@ def main() -> None:
             assert list(emb.ids) == ids, "embedding rows out of the planted order"
             for subset in ("all", *TYPES):
                 for fraction, eta in [(2 / 3, None), *[(None, e) for e in args.etas]]:
-                    rows.append({"dataset": name, "encoder": encoder, **evaluate(emb, table, subset, fraction, eta)})
+                    for k in args.clusters:
+                        rows.append({"dataset": name, "encoder": encoder,
+                                     **evaluate(emb, table, subset, fraction, eta, k or None, args.epsilon)})
     results = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     results.to_csv(args.out / "results.csv", index=False, float_format="%.4f")

@@ -15,8 +15,9 @@ from ..core.meddel import VISITS
 from ..core.normdel import normdel
 from ..embed.cluster import BACKENDS
 from ..embed.sslconfig import OBJECTIVES, PRESETS, SSLConfig
+from ..embed.vladconfig import VladConfig
 
-SOURCES = ("intensities", "nnunet", "medmnist", "torch", "mae", "contrastive")
+SOURCES = ("intensities", "nnunet", "medmnist", "torch", "mae", "contrastive", "vlad")
 
 
 def _epsilon(value: str) -> float | None:
@@ -44,9 +45,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", choices=SOURCES, default="intensities",
                    help="intensities (training-free, default), nnunet (trained model folder), medmnist (EVA "
                         "harness run folder), torch (TorchScript / saved module file), contrastive / mae (a "
-                        "self-supervised encoder trained on these images, saved as OUT/encoder.pt)")
+                        "self-supervised encoder trained on these images, saved as OUT/encoder.pt), vlad "
+                        "(training-free multi-scale patch VLAD fitted on these images, saved as OUT/vlad.npz: "
+                        "finds zoomed, cropped and mirrored copies)")
     p.add_argument("--model", type=Path, help="model folder / run folder / module file for the chosen source; "
-                   "contrastive / mae: an encoder.pt to reuse instead of training")
+                   "contrastive / mae: an encoder.pt to reuse instead of training; vlad: a vlad.npz to reuse")
     p.add_argument("--grid", type=int, default=16, help="intensities: samples per spatial axis (default 16)")
     p.add_argument("--fold", type=_fold, default=0, help="nnunet: fold of the model (default 0)")
     p.add_argument("--checkpoint", default="checkpoint_final.pth", help="nnunet: checkpoint file name")
@@ -63,9 +66,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--input-size", type=int, default=None, help="side images are resized to (default: the "
                    "preset's, 64 in 2D / 32 in 3D for small, capped at the images' own size)")
     s.add_argument("--patch", type=int, default=None, help="mae: patch side (default 8 small, 16 base)")
-    s.add_argument("--max-train-images", type=int, default=SSLConfig.max_images,
-                   help=f"train on a seeded sample of at most this many images (default {SSLConfig.max_images})")
-    s.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    s.add_argument("--max-train-images", type=int, default=None,
+                   help=f"train (vlad: fit) on a seeded sample of at most this many images (default "
+                        f"{SSLConfig.max_images}; vlad {VladConfig.max_images})")
+    s.add_argument("--seed", type=int, default=0, help="training / vlad fitting seed (default 0)")
+    v = p.add_argument_group("vlad (see docs/meddel.md)")
+    v.add_argument("--words", type=int, default=VladConfig.words, help=f"k-means words (default {VladConfig.words})")
+    v.add_argument("--dim", type=int, default=VladConfig.dim, help=f"embedding dimensions (default {VladConfig.dim})")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
@@ -123,7 +130,7 @@ def _self_supervised(args: argparse.Namespace, source):
     if args.model is None:
         config = SSLConfig(objective=args.source, preset=args.preset, size=args.input_size, patch=args.patch,
                            epochs=args.epochs, batch_size=args.train_batch_size, lr=args.lr, seed=args.seed,
-                           max_images=args.max_train_images)
+                           max_images=args.max_train_images or SSLConfig.max_images)
         path = pretrain(source, args.output, config, device=args.device, resume=args.resume, progress=args.progress)
     else:
         path = args.model
@@ -134,11 +141,26 @@ def _self_supervised(args: argparse.Namespace, source):
     return encoder
 
 
+def _vlad(args: argparse.Namespace, source):
+    from ..embed.vlad import VladEncoder, fit_vlad
+
+    path = args.model
+    if path is None:
+        config = VladConfig(words=args.words, dim=args.dim, seed=args.seed,
+                            max_images=args.max_train_images or VladConfig.max_images)
+        path = fit_vlad(source, args.output, config, resume=args.resume, progress=args.progress)
+    encoder = VladEncoder(path)
+    encoder.check(source.load(0), source.where(0))
+    return encoder
+
+
 def _encoder(args: argparse.Namespace, source):
     from ..embed import encoders
 
     if args.source in OBJECTIVES:
         return _self_supervised(args, source)
+    if args.source == "vlad":
+        return _vlad(args, source)
     if args.source == "intensities":
         return encoders.IntensityEncoder(args.grid)
     if args.model is None:
