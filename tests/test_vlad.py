@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from nnunet_diet.cli.main import main
@@ -38,6 +39,7 @@ def _error_line(capsys) -> str:
     return err[0]
 
 
+@pytest.mark.skipif(not KVASIR.is_dir(), reason=f"{KVASIR} not present (real polyp data)")
 def test_vlad_finds_planted_zoomed_crops_and_is_deterministic(tmp_path, capsys):
     """30 real Kvasir-SEG frames + a zoomed crop of each (60-90 % of each side, i.e. a 10-40 % zoom, at a
     random place; half of them also mirrored) + 30 unrelated frames. MedDEL at the fraction a perfect
