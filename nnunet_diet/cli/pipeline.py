@@ -240,8 +240,7 @@ def stop_words(rule: str, threshold: float, patience: int, exact_every: int) -> 
     mode = ("online DAD (training patches)" if not exact_every else
             f"exact-mode DAD (fixed patches every {'' if exact_every == 1 else f'{exact_every} '}"
             f"epoch{'' if exact_every == 1 else 's'})")
-    return (f"{rule}, {stop_test(rule, threshold)}" + (f" in {patience} windows in a row" if patience > 1 else "")
-            + f", on {mode}")
+    return f"{rule}, {stop_test(rule, threshold, patience)}, on {mode}"
 
 
 def saving_lines(dad: dict) -> list[str]:
