@@ -191,9 +191,10 @@ class DADRecordingMixin:
                                   rule=cfg.stop_rule, rate=cfg.rate)
             L_now = traj.moving_distance[-1]
             L_max = np.nanmax(traj.moving_distance) if np.isfinite(traj.moving_distance).any() else np.nan
+            test = stop_test(cfg.stop_rule, cfg.threshold, cfg.patience)
             self.print_to_log_file(f"DAD window ending at epoch {epoch}: moving distance L = {L_now:.4g} "
                                    f"(L_max so far {L_max:.4g}); stop rule {cfg.stop_rule}: criterion "
-                                   f"{traj.criterion[-1]:.4g} ({stop_test(cfg.stop_rule, cfg.threshold, cfg.patience)})")
+                                   f"{traj.criterion[-1]:.4g} ({test})")
             if traj.stop is not None and self.dad_stop_epoch is None:
                 self.dad_stop_epoch = traj.stop_epoch
                 self.print_to_log_file(f"DAD stop rule {cfg.stop_rule} fired at epoch {traj.stop_epoch}"
