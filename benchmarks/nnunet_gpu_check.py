@@ -48,14 +48,18 @@ from make_nnunet_datasets import DATA, hippocampus  # noqa: E402
 from nnunet_diet.core.segmentation import foreground_dice  # noqa: E402
 
 
-def _raw_hippocampus(work: Path) -> Path:
-    """The 260 cases of ``../shared/data/hippocampus`` as an nnU-Net raw dataset under ``work`` (once)."""
+def _raw_hippocampus(work: Path, data: Path) -> Path:
+    """Every case of ``<data>/hippocampus`` (260 in ``../shared/data``) as an nnU-Net raw dataset under ``work``
+    (once)."""
     out = work / "raw" / "Hippocampus"
     if not (out / "dataset.json").is_file():
+        n = len(list((data / "hippocampus" / "images").glob("*.nii.gz")))
+        if n == 0:
+            raise SystemExit(f"{data / 'hippocampus' / 'images'}: no *.nii.gz images (--data: the folder holding "
+                             "hippocampus/images and hippocampus/labels)")
         for sub in ("imagesTr", "labelsTr"):
             (out / sub).mkdir(parents=True, exist_ok=True)
-        n = len(list((DATA / "hippocampus" / "images").glob("*.nii.gz")))
-        hippocampus(n, out)
+        hippocampus(n, out, data)
     return out
 
 
@@ -219,6 +223,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu_check.json and gpu_check.md")
     parser.add_argument("--work", type=Path, default=Path("/tmp/diet_gpu_check"), help="nnU-Net folders")
+    parser.add_argument("--data", type=Path, default=DATA, help=f"folder with hippocampus/ (default {DATA})")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=250, help="training iterations per epoch (nnU-Net's 250)")
@@ -237,7 +242,7 @@ def main() -> None:
         plans = "nnUNetPlans_lite"  # written by prepare
         val_iterations = 2
     else:
-        pre = prepare_dataset(args.work, raw=_raw_hippocampus(args.work), dataset_id=4, processes=args.processes,
+        pre = prepare_dataset(args.work, raw=_raw_hippocampus(args.work, args.data), dataset_id=4, processes=args.processes,
                               workers=None)
         plans = "nnUNetPlans"  # nnU-Net's default plans
         val_iterations = None  # nnU-Net's 50
