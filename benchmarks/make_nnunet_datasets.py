@@ -25,14 +25,14 @@ import numpy as np
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def hippocampus(n: int, out: Path) -> int:
+def hippocampus(n: int, out: Path, root: Path = DATA) -> int:
     import nibabel as nib
 
-    images = sorted((DATA / "hippocampus" / "images").glob("*.nii.gz"))[:n]
+    images = sorted((root / "hippocampus" / "images").glob("*.nii.gz"))[:n]
     for image in images:
         case = image.name.removesuffix(".nii.gz")
         shutil.copy(image, out / "imagesTr" / f"{case}_0000.nii.gz")
-        label = nib.load(DATA / "hippocampus" / "labels" / image.name)
+        label = nib.load(root / "hippocampus" / "labels" / image.name)
         # 2 of the labels are stored as float32: nnU-Net wants integers
         data = np.asarray(label.dataobj).round().astype(np.uint8)
         nib.save(nib.Nifti1Image(data, label.affine, label.header), out / "labelsTr" / image.name)

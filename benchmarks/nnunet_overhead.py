@@ -15,7 +15,6 @@ Run:  .venv/bin/python benchmarks/nnunet_overhead.py [--work /tmp/diet_bench] [-
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import platform
 import statistics
@@ -32,16 +31,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    import numpy as np
     import torch
 
-    from inprocess import make_trainer
+    from inprocess import ab_rows, ab_times, make_trainer
 
     trainer = make_trainer("nnUNetTrainerDADAdam", args.work, features=args.features,
                            max_features=args.max_features, device=args.device)
     # after make_trainer: nnunetv2 reads its folders from the environment at import
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
     from nnunet_diet.core.dad import dad_trajectory
     from nnunet_diet.nnunet.exact import ExactEvaluator
     from nnunet_diet.nnunet.recorder import case_values, patch_sums
@@ -50,37 +46,7 @@ def main() -> None:
     # CPU time of this process (all torch threads) is what recording adds; wall time is also shown but
     # swings with whatever else runs on the machine
     clock = time.perf_counter if args.device == "cuda" else time.process_time
-
-    def timed(fn, batch) -> float:
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        t0 = clock()
-        fn(batch)
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        return clock() - t0
-
-    full, dice_only = trainer.dad_config, dataclasses.replace(trainer.dad_config, error_norms=False)
-
-    def recording(config):
-        def step(batch):
-            trainer.dad_config = config
-            return trainer.train_step(batch)
-        return step
-
-    variants = {"stock": lambda b: nnUNetTrainer.train_step(trainer, b),
-                "with recording": recording(full), "Dice only (NNUNET_DIET_ERROR_NORMS=0)": recording(dice_only)}
-    for _ in range(3):  # warm-up
-        variants["with recording"](next(trainer.dataloader_train))
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
-    for i in range(args.iterations):
-        batch = next(trainer.dataloader_train)
-        for name in names[i % 3:] + names[:i % 3]:
-            trainer._dad_acc.reset()  # the two recording variants record different quantities
-            times[name].append(timed(variants[name], batch))
-    trainer._dad_acc.reset()
-    variants["with recording"](next(trainer.dataloader_train))  # full sums for the end-of-epoch timing
+    times = ab_times(trainer, args.iterations, clock)
 
     # the added work alone: patch_sums on one real (output, target) pair, as the loss wrapper calls it
     batch = next(trainer.dataloader_train)
@@ -119,13 +85,8 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, device {args.device}; plans {plans_name} "
           f"(patch {list(trainer.configuration_manager.patch_size)}, batch {trainer.batch_size}); "
           f"{len(train_ids)} training cases; {args.iterations} batches")
-    print(f"| per iteration ({kind} time) | median | overhead | mean | overhead |")
-    print("|---|---|---|---|---|")
-    med_s, mean_s = statistics.median(times["stock"]), float(np.mean(times["stock"]))
-    for name, t in times.items():
-        med, mean = statistics.median(t), float(np.mean(t))
-        print(f"| {name} | {med * 1e3:.1f} ms | {100 * (med / med_s - 1):+.2f} % | {mean * 1e3:.1f} ms | "
-              f"{100 * (mean / mean_s - 1):+.2f} % |")
+    print("\n".join(ab_rows(times, kind)))
+    med_s = statistics.median(times["stock"])
     for norms, label in ((True, "with error norms"), (False, "Dice only")):
         print(f"patch_sums alone ({label}; the work recording adds per iteration): {t_sums[norms] * 1e3:.2f} ms "
               f"= {100 * t_sums[norms] / med_s:.2f} % of the median stock iteration ({kind} time)")

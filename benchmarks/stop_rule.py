@@ -48,7 +48,7 @@ class Setting(NamedTuple):
 
 
 SETTINGS = (  # the paper's default first
-    Setting("paper", 0.01), Setting("paper", 0.01, 2), Setting("paper", 0.05),
+    Setting("paper", 0.01), Setting("paper", 0.01, 2), Setting("paper", 0.05), Setting("paper", 0.1),
     Setting("paper", 0.01, 1, True), Setting("paper", 0.05, 1, True), Setting("paper", 0.05, 2, True),
     Setting("spearman", 0.8), Setting("spearman", 0.85), Setting("spearman", 0.9), Setting("spearman", 0.8, 2),
     Setting("kept", 0.8), Setting("kept", 0.9), Setting("kept", 0.8, 2),

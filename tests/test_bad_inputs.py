@@ -404,6 +404,12 @@ CASES = [
     ("pipeline-epochs-7", ["pipeline", "--epochs", "7"], None, ["--epochs", "invalid choice"]),
     ("pipeline-dataset-id-1000", ["pipeline", "--dataset-id", "1000", "-o", "{t}/out"], None,
      ["--dataset-id", "1000"]),
+    ("pipeline-threshold-1.5", ["pipeline", "--threshold", "1.5", "-o", "{t}/out"], None,
+     ["--threshold", "spearman", "(0, 1]", "1.5"]),
+    ("pipeline-patience-0", ["pipeline", "--patience", "0", "-o", "{t}/out"], None, ["--patience", "got 0"]),
+    ("pipeline-exact-every-negative", ["pipeline", "--exact-every", "-1", "-o", "{t}/out"], None,
+     ["--exact-every", "got -1"]),
+    ("pipeline-stop-rule-unknown", ["pipeline", "--stop-rule", "loss"], None, ["--stop-rule", "invalid choice"]),
     # medmnist
     ("medmnist-train-no-file", ["medmnist", "train", "--flag", "pathmnist", "--root", "{w}", "--out", "{t}/r"], None,
      ["pathmnist.npz", "not found"]),

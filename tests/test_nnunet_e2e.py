@@ -272,7 +272,12 @@ def test_pipeline_command_runs_every_step(nnunet_root, tmp_path):
     results = tmp_path / "out" / "nnUNet_results" / "Dataset992_Hippo10"
     fold0 = results / "nnUNetTrainerDADAdam_6epochs_3iters__nnUNetPlans_lite__3d_fullres" / "fold_0"
     summary = json.loads((fold0 / "dad" / "summary.json").read_text())
-    assert f"trained {summary['epochs_trained']} of 6 epochs (compute saved {summary['compute_saved']:.0%})" in out
+    assert f"trained {summary['epochs_trained']} of 6 epochs (compute saved {summary['compute_saved']:.0%} of" in out
+    settings = summary["settings"]  # the pipeline's stop setting reached the scoring run (and only it)
+    assert (settings["stop_rule"], settings["threshold"], settings["patience"], settings["exact_every"]) == \
+        ("spearman", 0.8, 2, 1)
+    assert "stop rule of the scoring run: spearman, stops at Spearman >= 0.8 in 2 windows in a row" in out
+    assert f"time: {summary['epochs_trained']} epochs took" in out and summary["seconds"]["exact_mode"] > 0
     splits = json.loads((tmp_path / "out" / "nnUNet_preprocessed" / "Dataset992_Hippo10" /
                          "splits_final.json").read_text())
     assert splits[6] == splits[0] and len(splits[5]["train"]) == 5 and splits[5]["val"] == splits[0]["val"]
@@ -285,6 +290,8 @@ def test_pipeline_command_runs_every_step(nnunet_root, tmp_path):
         assert numbers[:2] == [str(fold), str(cases)]
         assert float(numbers[2]) == pytest.approx(validation["foreground_mean"]["Dice"], abs=6e-4)
         assert float(numbers[3]) == pytest.approx(validation["mean"]["1"]["Dice"], abs=6e-4)
+        assert json.loads((retrained / f"fold_{fold}" / "dad" / "summary.json").read_text())["settings"][
+            "exact_every"] == 0
     assert f"report: {fold0 / 'dad' / 'report.html'}" in out and (fold0 / "dad" / "report.html").is_file()
     assert (fold0 / "dad" / "scores.csv").is_file() and (fold0 / "dad" / "data_map.png").is_file()
 

@@ -40,6 +40,7 @@ def test_epoch_line_reports_loss_dice_time_and_L_at_window_ends():
     assert "L " not in epoch_line(log, 5, 50) and "left" in epoch_line(log, 0, 50)
     assert epoch_line(log, 9, 10, stop_fired=True).endswith("L 0.8; DAD stop rule fired")
     assert "left" not in epoch_line(log, 9, 10)
+    assert "(at most about 5 min left)" in epoch_line(log, 4, 50, may_stop=True)  # the stop rule may end it sooner
 
 
 def test_progress_png_gets_a_dad_panel_and_leaves_the_global_style_alone(tmp_path):

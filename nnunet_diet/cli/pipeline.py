@@ -1,11 +1,13 @@
 """``nnunet-diet pipeline``: the DAD workflow end to end with the real nnU-Net commands.
 
 Plan and preprocess a raw dataset, derive lite plans, train ``nnUNetTrainerDAD`` (a short variant) on
-fold 0 until the DAD stop rule fires, prune fold 0 by DAD (and at random, the baseline) into new folds,
-retrain the full and the pruned lists with one schedule and print nnU-Net's validation Dice of each
-side by side, then write the HTML report of the scoring run: the commands a user runs, printed and run
-in order, with nnU-Net's folders under one output folder and its output in ``logs/`` (the terminal
-shows one line per training epoch). By default on the 40 real hippocampus cases shipped in
+fold 0 until the DAD stop rule fires (by default: Spearman >= 0.8 between the exact-mode DAD rankings of
+consecutive windows, two windows in a row; the summary says at which epoch and what the stop saved, in
+epochs and in time), prune fold 0 by DAD (and at random, the baseline) into new folds, retrain the full
+and the pruned lists with one schedule and print nnU-Net's validation Dice of each side by side, then
+write the HTML report of the scoring run: the commands a user runs, printed and run in order, with
+nnU-Net's folders under one output folder and its output in ``logs/`` (the terminal shows one line per
+training epoch). By default on the 40 real hippocampus cases shipped in
 ``nnunet_diet/examples/hippocampus40`` (CPU, lite plans, under 10 minutes on 2 cores).
 """
 
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from ..core.atomic import check_output
 from ..core.errors import DietError, check_fraction
+from ..core.stop_rules import STOP_RULES, check_stop_rule, stop_test
 from ..nnunet.progress import TAG
 from ..nnunet.schedules import EPOCHS, ITERATIONS
 from ..nnunet.splits import write_splits
@@ -30,6 +33,12 @@ from ..nnunet.splits import write_splits
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hippocampus40"
 BIN = Path(sys.executable).parent
 REPEAT = "full, trained again"
+# The pipeline's stop setting where it differs from nnUNetTrainerDAD's defaults (docs/benchmarks.md, "make demo"):
+# on the three hippocampus reference runs of the default schedule (50 epochs x 10 iterations, window 5), exact
+# mode, Spearman >= 0.8 between consecutive windows in 2 windows in a row fired at epoch 29 in all three (40 % of
+# the epochs saved, top-40 % overlap with the end 0.77), where the paper's rule fired at epochs 44-49 or never; two
+# demo runs stopped at epochs 34 and 39. Exact mode costs ~25 % of an epoch: the saving in time is smaller.
+PIPELINE_STOP = {"spearman": (0.8, 2)}  # rule -> (threshold, patience); other rules: the trainer's defaults
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,10 +48,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raw", type=Path, default=EXAMPLE, help="nnU-Net raw dataset folder (default: the shipped "
                    "hippocampus40)")
     p.add_argument("--dataset-id", type=int, default=990, help="id given to the dataset (default 990)")
-    p.add_argument("--epochs", type=int, choices=EPOCHS, default=20,
-                   help="planned epochs of the scoring run; the DAD stop rule may end it earlier (default 20)")
+    p.add_argument("--epochs", type=int, choices=EPOCHS, default=50,
+                   help="nominal epochs of the scoring run; the DAD stop rule ends it earlier when it fires "
+                        "(default 50)")
     p.add_argument("--iterations", type=int, choices=ITERATIONS, default=10, help="training iterations per epoch")
     p.add_argument("--window", type=int, default=5, help="DAD window Delta t (default 5: this run is short)")
+    p.add_argument("--stop-rule", choices=STOP_RULES, default="spearman",
+                   help="stop rule of the scoring run (default spearman: the ranking of consecutive windows; "
+                        "nnUNetTrainerDAD's own default is paper)")
+    p.add_argument("--threshold", type=float, help="its threshold (default: spearman 0.8 here; the trainer's "
+                   "default for the others: paper 0.01, kept 0.9, noise 1)")
+    p.add_argument("--patience", type=int, help="windows in a row the rule must hold (default: 2 for spearman, 1 else)")
+    p.add_argument("--exact-every", type=int, default=1, help="exact mode of the scoring run every k epochs: DAD "
+                   "from fixed patches in eval mode (default 1; 0: online recording only, the DAD paper's)")
     p.add_argument("--rate", type=float, default=0.4, help="pruning rate (default 0.4, keep the ambiguous middle)")
     p.add_argument("--retrain-epochs", type=int, choices=EPOCHS, default=10,
                    help="epochs of every retraining: the full list, the DAD-pruned and the random list (default 10)")
@@ -86,9 +104,10 @@ def nnunet_env(out: Path, **extra: str) -> dict:
     return env
 
 
-def prepare(raw_src: Path, dataset_id: int, env: dict, logs: Path, configuration: str = "3d_fullres") -> str:
-    """Copy a raw dataset into ``nnUNet_raw``, plan and preprocess it (once) and derive lite plans;
-    returns the dataset name."""
+def prepare(raw_src: Path, dataset_id: int, env: dict, logs: Path, configuration: str = "3d_fullres",
+            processes: int = 2) -> str:
+    """Copy a raw dataset into ``nnUNet_raw``, plan and preprocess it (once, with ``processes`` workers) and
+    derive lite plans; returns the dataset name."""
     if not (raw_src / "dataset.json").is_file():
         raise DietError(f"{raw_src}: not an nnU-Net raw dataset (no dataset.json)")
     name = f"Dataset{dataset_id:03d}_{raw_src.name}"
@@ -103,8 +122,8 @@ def prepare(raw_src: Path, dataset_id: int, env: dict, logs: Path, configuration
         plan_env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}  # planning fails with 0 workers
         try:
             _step("plan and preprocess (with nnU-Net's dataset integrity check)",
-                  [BIN / "nnUNetv2_plan_and_preprocess", "-d", d, "-c", configuration, "-np", "2", "-npfp", "2",
-                   "--verify_dataset_integrity"], plan_env, logs / "preprocess.log")
+                  [BIN / "nnUNetv2_plan_and_preprocess", "-d", d, "-c", configuration, "-np", str(processes),
+                   "-npfp", str(processes), "--verify_dataset_integrity"], plan_env, logs / "preprocess.log")
         except DietError as exc:
             from ..nnunet.raw import integrity_failure
 
@@ -117,11 +136,22 @@ def prepare(raw_src: Path, dataset_id: int, env: dict, logs: Path, configuration
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """Every argument, before any work: the rate, the ids, the window, the output folder and the raw dataset
-    (dataset.json, images and labels in pairs, image and label of each case on one grid, naming the case)."""
+    """Every argument, before any work: the rate, the ids, the window, the stop rule (filling in its threshold
+    and patience when not given), the output folder and the raw dataset (dataset.json, images and labels in
+    pairs, image and label of each case on one grid, naming the case)."""
     from ..nnunet.raw import check_training_dataset
 
     check_fraction(args.rate, "--rate")
+    threshold, patience = PIPELINE_STOP.get(args.stop_rule, (None, 1))
+    try:
+        args.threshold = check_stop_rule(args.stop_rule, threshold if args.threshold is None else args.threshold)
+    except DietError as exc:
+        raise DietError(f"--threshold: {exc}") from None
+    args.patience = patience if args.patience is None else args.patience
+    if args.patience < 1:
+        raise DietError(f"--patience must be >= 1, got {args.patience}")
+    if args.exact_every < 0:
+        raise DietError(f"--exact-every must be >= 0 (0: online recording only), got {args.exact_every}")
     if not 1 <= args.dataset_id <= 999:
         raise DietError(f"--dataset-id must be in 1-999 (nnU-Net's DatasetXXX), got {args.dataset_id}")
     if args.window < 1 or args.window > args.epochs:
@@ -168,9 +198,16 @@ def run(args: argparse.Namespace) -> int:
     retrainer = f"nnUNetTrainerDADAdam_{args.retrain_epochs}epochs_{args.iterations}iters"
     name = prepare(args.raw, args.dataset_id, env, logs)
     d = str(args.dataset_id)
-    _step(f"train {trainer} on fold 0, recording per-case Dice (DAD window {args.window})",
+    scoring_env = dict(env, NNUNET_DIET_STOP_RULE=args.stop_rule, NNUNET_DIET_THRESHOLD=str(args.threshold),
+                       NNUNET_DIET_PATIENCE=str(args.patience), NNUNET_DIET_EXACT_EVERY=str(args.exact_every))
+    setting = stop_words(args.stop_rule, args.threshold, args.patience, args.exact_every)
+    print(f"\nstop rule of the scoring run: {setting}"
+          + ("" if (args.stop_rule, args.exact_every) == ("paper", 0) else
+             "\n(the pipeline's setting, docs/benchmarks.md; nnUNetTrainerDAD's own default is the paper's rule "
+             "on online DAD)"))
+    _step(f"train {trainer} on fold 0, recording per-case Dice (DAD window {args.window}), until the stop rule fires",
           [BIN / "nnUNetv2_train", d, "3d_fullres", "0", "-tr", trainer, "-p", "nnUNetPlans_lite",
-           "-device", args.device], env, logs / "train_fold0.log")
+           "-device", args.device], scoring_env, logs / "train_fold0.log")
     fold0 = _fold_folder(env, name, trainer, 0)
     summary = json.loads((fold0 / "dad" / "summary.json").read_text())
     split_file = Path(env["nnUNet_preprocessed"]) / name / "splits_final.json"
@@ -198,15 +235,47 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def stop_words(rule: str, threshold: float, patience: int, exact_every: int) -> str:
+    """The stop setting in words, e.g. ``spearman, stops at Spearman >= 0.8 in 2 windows in a row, on
+    exact-mode DAD (fixed patches every epoch)``."""
+    mode = ("online DAD (training patches)" if not exact_every else
+            f"exact-mode DAD (fixed patches every {'' if exact_every == 1 else f'{exact_every} '}"
+            f"epoch{'' if exact_every == 1 else 's'})")
+    return f"{rule}, {stop_test(rule, threshold, patience)}, on {mode}"
+
+
+def saving_lines(dad: dict) -> list[str]:
+    """Where the scoring run stopped and what that saved, from the trainer's ``dad/summary.json``: epochs of
+    the nominal schedule, and time, exact mode's evaluations counted (against the whole schedule recorded the
+    same way, and against it with online recording only, the paper's, at this run's pace)."""
+    settings = dad["settings"]
+    rule = stop_words(settings["stop_rule"], settings["threshold"], settings["patience"], settings["exact_every"])
+    n, total = dad["epochs_trained"], dad["num_epochs"]
+    lines = [f"DAD stop rule {rule}: " + (f"fired at epoch {dad['stop_epoch']}" if dad["stop_epoch"] is not None
+                                          else f"did not fire within {n} epochs; scored at the last window"),
+             f"scoring run: trained {n} of {total} epochs (compute saved {dad['compute_saved']:.0%} of the "
+             f"schedule's epochs); DAD scored at epoch {dad['dad_scored_at_epoch']}"]
+    seconds = dad.get("seconds")
+    if seconds and seconds["epochs"] > 0:
+        t, exact = seconds["epochs"], seconds["exact_mode"]
+        line = f"time: {n} epochs took {t:.0f} s"
+        if exact > 0:
+            online = total * (t - exact) / n  # the whole schedule, online only, at this run's training pace
+            versus = (f"saved {1 - t / online:.0%} of that" if t <= online else f"took {t / online - 1:.0%} more")
+            line += (f", of which exact mode {exact:.0f} s ({exact / t:.0%}); all {total} epochs: about "
+                     f"{total * t / n:.0f} s recorded the same way (the stop saved {1 - n / total:.0%} of that), "
+                     f"about {online:.0f} s with online recording only (the stop {versus})")
+        else:
+            line += f"; all {total} epochs: about {total * t / n:.0f} s"
+        lines.append(line)
+    return lines
+
+
 def _summary(dad: dict, dice, args: argparse.Namespace, n_val: int, seconds: float) -> None:
     L = [f"{v:.3g}" for v in dad["moving_distance"] if v is not None]
     print(f"\n== summary ({seconds:.0f} s)")
     print(f"moving distance L per window: {' '.join(L)}")
-    print("DAD stop rule: " + (f"fired at epoch {dad['stop_epoch']}" if dad["stop_epoch"] is not None
-                               else f"did not fire within {dad['epochs_trained']} epochs; scored at the last "
-                                    "window"))
-    print(f"scoring run: trained {dad['epochs_trained']} of {dad['num_epochs']} epochs "
-          f"(compute saved {dad['compute_saved']:.0%}); DAD scored at epoch {dad['dad_scored_at_epoch']}")
+    print("\n".join(saving_lines(dad)))
     print(f"\nnnU-Net's validation Dice (mean foreground and per label) on fold 0's {n_val} validation cases,\n"
           f"every list trained {args.retrain_epochs} epochs x {args.iterations} iterations, one run each:")
     width = dice["training list"].str.len().max()  # names left-aligned, numbers right-aligned

@@ -48,9 +48,11 @@ def check_stop_rule(rule: str, threshold: float | None) -> float:
     return value
 
 
-def stop_test(rule: str, threshold: float) -> str:
-    """The test ``rule`` stops at, in words for a log line, e.g. ``stops at L / L_max <= 0.01``."""
-    return f"stops at {_CRITERIA[rule]} {'<=' if rule in _BELOW else '>='} {threshold:g}"
+def stop_test(rule: str, threshold: float, patience: int = 1) -> str:
+    """The test ``rule`` stops at, in words for a log line, e.g. ``stops at L / L_max <= 0.01`` or
+    ``stops at Spearman >= 0.8 in 2 windows in a row``."""
+    return (f"stops at {_CRITERIA[rule]} {'<=' if rule in _BELOW else '>='} {threshold:g}"
+            + (f" in {patience} windows in a row" if patience > 1 else ""))
 
 
 def threshold_range(rule: str) -> str:

@@ -17,16 +17,18 @@ def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def epoch_line(log: dict, epoch: int, num_epochs: int, *, stop_fired: bool = False) -> str:
+def epoch_line(log: dict, epoch: int, num_epochs: int, *, stop_fired: bool = False, may_stop: bool = False) -> str:
     """``nnunet-diet epoch 12/50: train loss -0.512, pseudo Dice 0.71 0.65, 6.1 s (about 4 min left), L 0.42``
-    from nnU-Net's logged values (``LocalLogger.my_fantastic_logging``) of ``epoch`` (0-based)."""
+    from nnU-Net's logged values (``LocalLogger.my_fantastic_logging``) of ``epoch`` (0-based); ``may_stop``:
+    the stop rule can end the run earlier, so the time left is "at most"."""
     ends = log["epoch_end_timestamps"]
     seconds = ends[epoch] - log["epoch_start_timestamps"][epoch]
     k = min(epoch, 5)  # pace of the last epochs, checkpoints and plots included (a resumed run has a gap before)
     left = ((ends[epoch] - ends[epoch - k]) / k if k else seconds) * (num_epochs - epoch - 1)
     dice = " ".join(f"{d:.3f}" for d in log["dice_per_class_or_region"][epoch])
     parts = [f"{TAG} {epoch + 1}/{num_epochs}: train loss {log['train_losses'][epoch]:.4f}",
-             f"pseudo Dice {dice}", f"{seconds:.1f} s" + (f" (about {_minutes(left)} left)" if left else "")]
+             f"pseudo Dice {dice}",
+             f"{seconds:.1f} s" + (f" ({'at most ' if may_stop else ''}about {_minutes(left)} left)" if left else "")]
     L = log.get("dad_moving_distance", [])
     if epoch < len(L) and L[epoch] is not None and math.isfinite(L[epoch]):
         parts.append(f"L {L[epoch]:.4g}")

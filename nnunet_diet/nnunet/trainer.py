@@ -83,6 +83,7 @@ class DADRecordingMixin:
         self._dad_acc: EpochAccumulator | None = None
         self._dad_keys = None
         self._dad_exact: ExactEvaluator | None = None
+        self._dad_exact_seconds = 0.0  # exact mode's evaluations in this process (the summary's time figures)
         self.logger.local_logger = DADLocalLogger(self.logger.local_logger.verbose)  # DAD panel in progress.png
 
     # ------------------------------------------------------------------ set-up
@@ -175,8 +176,9 @@ class DADRecordingMixin:
         rank, world = (self.local_rank, torch.distributed.get_world_size()) if self.is_ddp else (0, 1)
         ids, sums, _ = self._dad_exact.evaluate(network, self.device, rank=rank, world_size=world).aggregate()
         self.dad_store.record(self.current_epoch, ids, {f"{k}_exact": v for k, v in case_values(sums).items()})
-        self.print_to_log_file(f"DAD exact mode: {len(ids)} cases evaluated on fixed patches in "
-                               f"{time.time() - t0:.1f} s")
+        seconds = time.time() - t0
+        self._dad_exact_seconds += seconds
+        self.print_to_log_file(f"DAD exact mode: {len(ids)} cases evaluated on fixed patches in {seconds:.1f} s")
 
     def _dad_window_end(self) -> None:
         cfg = self.dad_config
@@ -188,9 +190,10 @@ class DADRecordingMixin:
                                   rule=cfg.stop_rule, rate=cfg.rate)
             L_now = traj.moving_distance[-1]
             L_max = np.nanmax(traj.moving_distance) if np.isfinite(traj.moving_distance).any() else np.nan
+            test = stop_test(cfg.stop_rule, cfg.threshold, cfg.patience)
             self.print_to_log_file(f"DAD window ending at epoch {epoch}: moving distance L = {L_now:.4g} "
                                    f"(L_max so far {L_max:.4g}); stop rule {cfg.stop_rule}: criterion "
-                                   f"{traj.criterion[-1]:.4g} ({stop_test(cfg.stop_rule, cfg.threshold)})")
+                                   f"{traj.criterion[-1]:.4g} ({test})")
             if traj.stop is not None and self.dad_stop_epoch is None:
                 self.dad_stop_epoch = traj.stop_epoch
                 self.print_to_log_file(f"DAD stop rule {cfg.stop_rule} fired at epoch {traj.stop_epoch}"
@@ -207,11 +210,20 @@ class DADRecordingMixin:
         super().on_epoch_end()
         if self.local_rank == 0:
             self.print_to_log_file(epoch_line(self.logger.local_logger.my_fantastic_logging, epoch, self.num_epochs,
-                                              stop_fired=self.dad_stop_epoch == epoch))
+                                              stop_fired=self.dad_stop_epoch == epoch, may_stop=self.dad_config.stop))
         if self.dad_config.stop and self.dad_stop_epoch is not None and self.dad_stop_epoch <= epoch:
             raise _DADStop
 
     # ------------------------------------------------------------------ end
+    def _dad_seconds(self) -> dict:
+        """Wall time of the trained epochs (nnU-Net's epoch timestamps: training, validation and exact mode)
+        and of exact mode's evaluations among them (those of this process: a run resumed with ``--c``
+        counts its earlier epochs, not their evaluations)."""
+        log = self.logger.local_logger.my_fantastic_logging
+        spans = [e - s for s, e in zip(log["epoch_start_timestamps"], log["epoch_end_timestamps"])
+                 if s is not None and e is not None]
+        return {"epochs": float(np.nansum(spans)), "exact_mode": self._dad_exact_seconds}
+
     def run_training(self):
         try:
             super().run_training()
@@ -222,7 +234,7 @@ class DADRecordingMixin:
         super().on_train_end()
         if self.local_rank == 0 and self.dad_store is not None and self.dad_store.n_epochs >= self.dad_config.window:
             write_outputs(self.dad_store, self.dad_config, self.dad_folder, num_epochs=self.num_epochs,
-                          stop_epoch=self.dad_stop_epoch)
+                          stop_epoch=self.dad_stop_epoch, seconds=self._dad_seconds())
             self.print_to_log_file(f"DAD scores, plots and summary written to {self.dad_folder}",
                                    also_print_to_console=True)
         elif self.local_rank == 0:
