@@ -183,7 +183,8 @@ def amp_check(trainer, batches: int) -> dict:
             with _amp_context(device):
                 out = network(data)
                 out = out[0] if isinstance(out, (list, tuple)) else out
-                recorded.append(patch_sums(out, target, lm, error_norms=False))  # inside autocast, as in training
+                sums = patch_sums(out, target, lm, error_norms=False)  # inside autocast, as in training
+                recorded.append({k: v.cpu().numpy() for k, v in sums.items()})
             with torch.autocast(device.type, enabled=False):
                 out32 = network(data)
                 out32 = out32[0] if isinstance(out32, (list, tuple)) else out32
