@@ -31,7 +31,7 @@ def read_dataset_json(folder: Path) -> dict:
 def raw_cases(folder: str | Path, *, need_labels: bool = True) -> tuple[dict, dict[str, dict]]:
     """``(dataset.json, {case: {"images": [...], "label": ...}})`` as nnU-Net lists them
     (``get_filenames_of_train_images_and_targets``), after checking that each case has one image file per
-    channel, that no label lacks its image and, with ``need_labels``, that every image has a label and
+    channel (or, like every other case, one file holding all channels: an RGB PNG), that no label lacks its image and, with ``need_labels``, that every image has a label and
     ``numTraining`` counts them."""
     from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
@@ -43,12 +43,15 @@ def raw_cases(folder: str | Path, *, need_labels: bool = True) -> tuple[dict, di
     cases = get_filenames_of_train_images_and_targets(str(folder), meta)
     if not cases:
         raise DietError(f"{folder / 'imagesTr'}: no images ending in {ending}")
+    # one file per channel, or one file holding all of them (nnU-Net reads an RGB PNG as 3 channels)
+    files_per_case = {len(e["images"]) for e in cases.values()}
     for case, entry in sorted(cases.items()):
         absent = [f for f in entry["images"] if not Path(f).is_file()]
-        if absent or len(entry["images"]) != n_channels:
+        if absent or len(entry["images"]) not in (n_channels, 1) or len(files_per_case) > 1:
             raise DietError(f"{absent[0] if absent else folder / 'imagesTr'}: case {case} has "
                             f"{len(entry['images']) - len(absent)} image file(s), dataset.json names {n_channels} "
-                            f"channel(s)")
+                            f"channel(s)" + (f" and other cases have {max(files_per_case - {len(entry['images'])})}"
+                                             if len(files_per_case) > 1 else ""))
     labels = folder / "labelsTr"
     if labels.is_dir():
         orphans = sorted(f.name for f in labels.iterdir() if f.name.endswith(ending)
