@@ -26,7 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +49,7 @@ from nnunet_diet.nnunet.audit import cleanlab_scores
 from make_example_dynamics import centre_fit
 from nnunet_runs import NnunetRuns
 
+ROOT = Path(__file__).resolve().parents[1]
 TYPES = ("erased", "swapped", "translated", "dilated", "eroded", "half", "mismatched")
 
 
@@ -151,11 +158,20 @@ def corrupt_dataset(clean: Path, out: Path, seed: int, fraction: float, types: l
 
 
 # ---------------------------------------------------------------------------- methods
-def _at(store: DynamicsStore, series: str, window: int, where: str) -> tuple[np.ndarray, int | None]:
-    """DAD of every case at the last window (``end``) or at the stop-rule window (``stop``, if it fired)."""
+def _at(store: DynamicsStore, series: str, window: int, where: str | float) -> tuple[np.ndarray, int | None]:
+    """DAD of every case at the last window (``end``), at the stop-rule window (``stop``, if it fired; else
+    the last) or at the last window that ends within the first ``where`` share of the schedule (a float)."""
     traj = dad_trajectory(store[series], window)
-    w = len(traj.dad) - 1 if where == "end" or traj.stop is None else traj.stop
+    if isinstance(where, float):
+        w = max(0, int(np.searchsorted(traj.window_end_epochs, budget_epochs(store, where))) - 1)
+    else:
+        w = len(traj.dad) - 1 if where == "end" or traj.stop is None else traj.stop
     return traj.dad[w], int(traj.window_end_epochs[w])
+
+
+def budget_epochs(store: DynamicsStore, share: float) -> int:
+    """Epochs in the first ``share`` of the recorded schedule (at least one)."""
+    return max(1, int(np.floor(share * store.n_epochs + 1e-9)))
 
 
 def suspicion(order: np.ndarray) -> np.ndarray:
@@ -165,25 +181,30 @@ def suspicion(order: np.ndarray) -> np.ndarray:
     return s
 
 
-def methods(store: DynamicsStore, window: int, iterations: int, seed: int, cleanlab: dict | None) -> dict:
-    """``name -> (suspicion per case of store.ids, training iterations it needed, note)``."""
+def methods(store: DynamicsStore, window: int, iterations: int, seed: int, cleanlab: dict | None,
+            shares: tuple[float, ...] = ()) -> dict:
+    """``name -> (suspicion per case of store.ids, training iterations it needed, note)``; ``shares``: also
+    DAD, EL2N and EL2Nx from a run stopped after that share of the schedule."""
     ids = store.ids
     first = empty_labels(store, "el2n_exact", "el2nx_exact")
     out = {}
+    wheres = ["stop", "end", *shares]
     for series, label in (("dice", "online"), ("dice_exact", "exact")):
-        for where in ("stop", "end"):
+        for where in wheres:
             dad, epoch = _at(store, series, window, where)
-            name = f"DAD {label}, {where}"
+            name = f"DAD {label}, " + (f"at {where:.0%}" if isinstance(where, float) else where)
             out[name] = (suspicion(review_order(dad, ids, first)), (epoch + 1) * iterations, f"epoch {epoch}")
-    E = store.n_epochs
-    for name, series in (("EL2N", "el2n_exact"), ("EL2Nx", "el2nx_exact")):
-        score = el2n(store[series], (0, E))
-        if name == "EL2Nx":
-            score = np.where(first, np.inf, score)  # an empty label has no EL2Nx: reviewed first
-        out[name] = (suspicion(np.lexsort((ids, -np.nan_to_num(score, nan=-np.inf)))), E * iterations, "")
+    for share in [1.0, *shares]:
+        E = budget_epochs(store, share)
+        for name, series in (("EL2N", "el2n_exact"), ("EL2Nx", "el2nx_exact")):
+            score = el2n(store[series], (0, E))
+            if name == "EL2Nx":
+                score = np.where(first, np.inf, score)  # an empty label has no EL2Nx: reviewed first
+            name += "" if share == 1.0 else f", at {share:.0%}"
+            out[name] = (suspicion(np.lexsort((ids, -np.nan_to_num(score, nan=-np.inf)))), E * iterations, "")
     if cleanlab is not None:
         q = np.array([cleanlab[c] for c in ids])
-        out["cleanlab (5 folds, out-of-fold)"] = (-q, 5 * E * iterations, "")
+        out["cleanlab (5 folds, out-of-fold)"] = (-q, 5 * store.n_epochs * iterations, "")
     rng = np.random.default_rng(seed)
     out["random"] = (suspicion(rng.permutation(len(ids))), 0, "")
     return out
@@ -235,6 +256,55 @@ def train(runs: NnunetRuns, fold: int, exact_every: int) -> Path:
     return folder
 
 
+def served_first(runs: NnunetRuns, raw: Path, fold: Path, k: int) -> tuple[list[str], list[str]]:
+    """The product end to end: ``nnunet-diet audit`` on the scoring fold, then a real MONAI Label server
+    (``monailabel_app``, the ``audit`` strategy) on a copy of the corrupted raw dataset, asked for the next
+    sample ``k`` times by MONAI Label's own client (what 3D Slicer's "Next Sample" calls); each served case
+    is saved back as ``final`` (its label unchanged) so the queue moves on as it does for an annotator.
+    Returns (the ids served, the first ``k`` ids of the audit table)."""
+    import pandas as pd
+    from monailabel.client.client import MONAILabelClient
+
+    table = fold / "dad" / "audit.csv"
+    env = dict(runs.env, PYTHONPATH=os.pathsep.join([str(ROOT), runs.env.get("PYTHONPATH", "")]))
+    _step("nnunet-diet audit", [sys.executable, "-m", "nnunet_diet.cli.main", "audit", fold, "--raw", raw,
+                                "-o", table], env)
+    review = runs.work / "review" / raw.name  # the raw layout: studies imagesTr/, labels in ../labelsTr
+    shutil.rmtree(review, ignore_errors=True)
+    shutil.copytree(raw, review)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = runs.work / "logs" / f"monailabel_{raw.name}.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen([sys.executable, "-m", "monailabel.main", "start_server", "--app",
+                                   ROOT / "monailabel_app", "--studies", review / "imagesTr", "--conf", "dad_scores",
+                                   table, "--host", "127.0.0.1", "--port", str(port)],
+                                  stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            if server.poll() is not None:
+                raise RuntimeError(f"MONAI Label server exited with {server.returncode}; see {log}")
+            try:
+                with urllib.request.urlopen(f"{url}/info/", timeout=5):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        client = MONAILabelClient(url)
+        ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
+        served = []
+        for _ in range(k):
+            sample = client.next_sample("audit", {})
+            served.append(sample["case_id"])
+            client.save_label(sample["id"], str(review / "labelsTr" / f"{sample['case_id']}{ending}"), tag="final")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    first = list(pd.read_csv(table, dtype={"id": str}).sort_values("audit_rank")["id"][:k])
+    return served, first
+
+
 def one_seed(args: argparse.Namespace, seed: int) -> dict:
     raw = args.work / "raw" / f"{args.raw.name}_s{seed}"
     manifest = corrupt_dataset(args.raw, raw, seed, args.fraction, args.types, args.radius)
@@ -259,7 +329,17 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
               "stable_top10_from_epoch": stable_from(store, args.window),
               "stop_epoch": dad_trajectory(store["dice_exact"], args.window).stop_epoch, "methods": {},
               "corrupted_cases": {i: manifest[i] for i in ids if i in manifest}}
-    for method, (score, iters, note) in methods(store, args.window, args.iterations, seed, cl).items():
+    if args.monailabel:
+        runs = NnunetRuns(raw, args.dataset_id + seed, args.configuration, args.work, args.epochs,
+                          args.iterations, args.window)
+        k = int(np.ceil(0.2 * len(ids)))
+        served, first = served_first(runs, runs.work / "nnUNet_raw" / name, results / "fold_0", k)
+        result["monailabel"] = {
+            "served": served, "same_as_table": served == first,
+            **{f"corrupted_in_first_{n}": sum(c in manifest for c in served[:n])
+               for n in (int(np.ceil(0.1 * len(ids))), k)}}
+    for method, (score, iters, note) in methods(store, args.window, args.iterations, seed, cl,
+                                                tuple(args.at)).items():
         rows = {"all": metrics(score, bad, np.ones(len(ids), bool))}
         for kind in sorted(set(kinds[bad])):
             rows[kind] = metrics(score, bad & (kinds == kind), ~bad | (kinds == kind))
@@ -299,7 +379,12 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.1, help="share of labels corrupted")
     parser.add_argument("--types", nargs="+", default=list(TYPES), choices=TYPES)
     parser.add_argument("--radius", type=int, default=2, help="dilation / erosion in voxels")
+    parser.add_argument("--at", type=float, nargs="*", default=[0.3],
+                        help="also score from a run stopped after these shares of the schedule")
     parser.add_argument("--cleanlab", action="store_true", help="train folds 1-4 too and score cleanlab")
+    parser.add_argument("--monailabel", action="store_true",
+                        help="serve the audit order through a real MONAI Label server; count corrupted cases "
+                             "among the first 10 %% / 20 %% served")
     parser.add_argument("--analyse-only", action="store_true", help="train nothing: score the finished folds")
     args = parser.parse_args()
     args.work = args.work.resolve()
