@@ -6,7 +6,8 @@
    (per type: that type's corrupted cases against the clean ones). Types: ``erased`` (no foreground),
    ``swapped`` (labels 1 and 2 exchanged; datasets with two foreground labels), ``translated`` (shifted by
    half the object's extent along its longest axis), ``dilated`` / ``eroded`` (by ``--radius`` voxels),
-   ``half`` (the half beyond the centroid along the longest axis erased), ``mismatched`` (another case's
+   ``half`` (the half beyond the centroid along the longest axis erased), ``partial:S`` (the share S of the
+   foreground voxels farthest along the longest axis erased), ``mismatched`` (another case's
    label, centre-cropped / padded to this case's shape).
 2. One scoring run: fold 0 of nnU-Net's own 5-fold split with ``nnUNetTrainerDADAdam_{E}epochs_{I}iters``
    (stop rule reporting only, exact mode every ``--exact-every`` epochs, ``--npz``) -> DAD online and exact
@@ -50,7 +51,7 @@ from make_example_dynamics import centre_fit
 from nnunet_runs import NnunetRuns
 
 ROOT = Path(__file__).resolve().parents[1]
-TYPES = ("erased", "swapped", "translated", "dilated", "eroded", "half", "mismatched")
+TYPES = ("erased", "swapped", "translated", "dilated", "eroded", "half", "partial", "mismatched")
 
 
 # ---------------------------------------------------------------------------- label files
@@ -85,8 +86,28 @@ def _longest_axis(fg: np.ndarray) -> tuple[int, int, float]:
     return axis, int(extent[axis]), float(coords[:, axis].mean())
 
 
+def corruption_type(text: str) -> str:
+    """``--types`` entry: a type, optionally with its strength (``dilated:3``, ``eroded:1``, ``partial:0.3``)."""
+    kind, _, param = text.partition(":")
+    if kind not in TYPES or (param and kind not in ("dilated", "eroded", "partial")):
+        raise argparse.ArgumentTypeError(f"{text!r}: one of {', '.join(TYPES)}; a strength only for dilated:R, "
+                                         "eroded:R (voxels) and partial:S (share erased)")
+    try:
+        value = float(param) if param else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the strength {param!r} is not a number") from None
+    if value is not None and (value <= 0 or (kind == "partial" and value >= 1) or (kind != "partial" and
+                                                                                   value != int(value))):
+        raise argparse.ArgumentTypeError(f"{text!r}: a radius is a whole number >= 1, a share is in (0, 1)")
+    return text
+
+
 def corrupt(label: np.ndarray, kind: str, radius: int, other: np.ndarray | None) -> np.ndarray:
-    """One corrupted copy of ``label`` (integer classes, 0 = background)."""
+    """One corrupted copy of ``label`` (integer classes, 0 = background); ``kind`` may carry its strength
+    (``dilated:3``; without it ``radius`` for dilated / eroded and 0.5 for partial)."""
+    kind, _, param = kind.partition(":")
+    if param and kind in ("dilated", "eroded"):
+        radius = int(float(param))
     fg = label > 0
     if kind == "erased":
         return np.zeros_like(label)
@@ -119,6 +140,13 @@ def corrupt(label: np.ndarray, kind: str, radius: int, other: np.ndarray | None)
         out = label.copy()
         out[index > centre] = 0
         return out
+    if kind == "partial":
+        axis, _, _ = _longest_axis(fg)
+        coord = np.indices(label.shape)[axis]
+        cut = np.quantile(coord[fg], 1 - (float(param) if param else 0.5))
+        out = label.copy()
+        out[coord > cut] = 0
+        return out
     if kind == "mismatched":
         return centre_fit(other, label.shape)
     raise ValueError(kind)
@@ -139,6 +167,8 @@ def corrupt_dataset(clean: Path, out: Path, seed: int, fraction: float, types: l
     ending = meta["file_ending"]
     n_fg = sum(1 for v in meta["labels"].values() if v > 0)
     types = [t for t in types if t != "swapped" or n_fg >= 2]
+    if not types:
+        raise SystemExit(f"{clean / 'dataset.json'}: 'swapped' needs two foreground labels")
     cases = sorted(p.name.removesuffix(ending) for p in (clean / "labelsTr").glob(f"*{ending}"))
     labels = {c: read_label(clean / "labelsTr" / f"{c}{ending}") for c in cases}
     rng = np.random.default_rng(seed)
@@ -232,6 +262,19 @@ def stable_from(store: DynamicsStore, window: int, share: float = 0.1) -> int | 
     while w > 0 and sets[w - 1] == sets[-1]:
         w -= 1
     return int(traj.window_end_epochs[w])
+
+
+def ap_by_window(store: DynamicsStore, window: int, bad: np.ndarray) -> dict:
+    """Average precision of the DAD queue (online and exact) at every window: ``series -> [[end epoch, AP]]``,
+    to read how early in the schedule the corrupted labels come first."""
+    first = empty_labels(store, "el2n_exact", "el2nx_exact")
+    out = {}
+    for series in ("dice", "dice_exact"):
+        traj = dad_trajectory(store[series], window)
+        out[series] = [[int(e), round(float(average_precision_score(bad, suspicion(review_order(d, store.ids,
+                                                                                                first)))), 4)]
+                       for e, d in zip(traj.window_end_epochs, traj.dad)]
+    return out
 
 
 # ---------------------------------------------------------------------------- runs
@@ -329,6 +372,7 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
               "stable_top10_from_epoch": stable_from(store, args.window),
               "stop_epoch": dad_trajectory(store["dice_exact"], args.window).stop_epoch, "methods": {},
               "corrupted_cases": {i: manifest[i] for i in ids if i in manifest}}
+    result["ap_by_window"] = ap_by_window(store, args.window, bad)
     if args.monailabel:
         runs = NnunetRuns(raw, args.dataset_id + seed, args.configuration, args.work, args.epochs,
                           args.iterations, args.window)
@@ -377,7 +421,9 @@ def main() -> None:
     NnunetRuns.add_arguments(parser, configuration="2d", work="/tmp/diet_label_audit", epochs=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="corruption seeds")
     parser.add_argument("--fraction", type=float, default=0.1, help="share of labels corrupted")
-    parser.add_argument("--types", nargs="+", default=list(TYPES), choices=TYPES)
+    parser.add_argument("--types", nargs="+", default=[t for t in TYPES if t != "partial"], type=corruption_type,
+                        help="corruption types, in turn over the corrupted cases; dilated:R, eroded:R, partial:S "
+                             "give a strength (the sensitivity curve)")
     parser.add_argument("--radius", type=int, default=2, help="dilation / erosion in voxels")
     parser.add_argument("--at", type=float, nargs="*", default=[0.3],
                         help="also score from a run stopped after these shares of the schedule")
