@@ -1,22 +1,27 @@
 """Label audit: do DAD's review queue and cleanlab put deliberately corrupted training labels first?
 
 1. Corrupt ``--fraction`` (10 %) of the labels of a real raw dataset (``make_nnunet_datasets.py``), seeded; the
-   clean dataset is left as it is and the corrupted copy is written under ``--work``. ``--mix`` (default):
-   the corrupted cases are split evenly over the types, so one set of trainings per seed measures them all
-   (per type: that type's corrupted cases against the clean ones). Types: ``erased`` (no foreground),
+   clean dataset is left as it is and the corrupted copy is written under ``--work``. The corrupted cases
+   take ``--types`` in turn, so one set of trainings per seed measures them all (per type: that type's
+   corrupted cases against the clean ones; one type alone: ``--types erased``). Types: ``erased`` (no foreground),
    ``swapped`` (labels 1 and 2 exchanged; datasets with two foreground labels), ``translated`` (shifted by
    half the object's extent along its longest axis), ``dilated`` / ``eroded`` (by ``--radius`` voxels),
    ``half`` (the half beyond the centroid along the longest axis erased), ``partial:S`` (the share S of the
    foreground voxels farthest along the longest axis erased), ``mismatched`` (another case's
-   label, centre-cropped / padded to this case's shape).
+   label, centre-cropped / padded to this case's shape); ``dilated:R`` / ``eroded:R`` / ``partial:S`` give
+   each case its own strength (the sensitivity curve: AP per strength against its Dice to the clean mask).
 2. One scoring run: fold 0 of nnU-Net's own 5-fold split with ``nnUNetTrainerDADAdam_{E}epochs_{I}iters``
    (stop rule reporting only, exact mode every ``--exact-every`` epochs, ``--npz``) -> DAD online and exact
-   (at the end and at the stop-rule window), EL2N and EL2Nx (exact series), the product's audit order.
+   (at the end, at the stop-rule window and after ``--at`` shares of the schedule), EL2N and EL2Nx (exact
+   series, all epochs and the first ``--at`` share), the AP of the DAD queue at every window.
 3. ``--cleanlab``: folds 1-4 with the same trainer and schedule (``--npz``, no exact mode) -> cleanlab's
    ``get_label_quality_scores`` on every case's out-of-fold softmax (``nnunet_diet.nnunet.audit``).
 4. Scored on fold 0's training cases (what DAD sees): AUROC, average precision, recall in the first 10 % /
    20 % of the queue, training iterations each method needed; the epoch from which the first 10 % of the
    exact DAD queue no longer changes. Random order with the same seed as a floor.
+5. ``--monailabel``: ``nnunet-diet audit`` on the scoring fold, a real MONAI Label server (``monailabel_app``)
+   and MONAI Label's own client asking for the next ``audit`` sample: corrupted cases among the first 10 % /
+   20 % served.
 
 Run:  .venv/bin/python benchmarks/make_nnunet_datasets.py polyp -n 50 --max-side 32 -o /tmp/raw/Polyp100px32
       OMP_NUM_THREADS=1 .venv/bin/python benchmarks/label_audit.py --raw /tmp/raw/Polyp100px32 --dataset-id 960 \
