@@ -1,21 +1,27 @@
 """Label audit: do DAD's review queue and cleanlab put deliberately corrupted training labels first?
 
 1. Corrupt ``--fraction`` (10 %) of the labels of a real raw dataset (``make_nnunet_datasets.py``), seeded; the
-   clean dataset is left as it is and the corrupted copy is written under ``--work``. ``--mix`` (default):
-   the corrupted cases are split evenly over the types, so one set of trainings per seed measures them all
-   (per type: that type's corrupted cases against the clean ones). Types: ``erased`` (no foreground),
+   clean dataset is left as it is and the corrupted copy is written under ``--work``. The corrupted cases
+   take ``--types`` in turn, so one set of trainings per seed measures them all (per type: that type's
+   corrupted cases against the clean ones; one type alone: ``--types erased``). Types: ``erased`` (no foreground),
    ``swapped`` (labels 1 and 2 exchanged; datasets with two foreground labels), ``translated`` (shifted by
    half the object's extent along its longest axis), ``dilated`` / ``eroded`` (by ``--radius`` voxels),
-   ``half`` (the half beyond the centroid along the longest axis erased), ``mismatched`` (another case's
-   label, centre-cropped / padded to this case's shape).
+   ``half`` (the half beyond the centroid along the longest axis erased), ``partial:S`` (the share S of the
+   foreground voxels farthest along the longest axis erased), ``mismatched`` (another case's
+   label, centre-cropped / padded to this case's shape); ``dilated:R`` / ``eroded:R`` / ``partial:S`` give
+   each case its own strength (the sensitivity curve: AP per strength against its Dice to the clean mask).
 2. One scoring run: fold 0 of nnU-Net's own 5-fold split with ``nnUNetTrainerDADAdam_{E}epochs_{I}iters``
    (stop rule reporting only, exact mode every ``--exact-every`` epochs, ``--npz``) -> DAD online and exact
-   (at the end and at the stop-rule window), EL2N and EL2Nx (exact series), the product's audit order.
+   (at the end, at the stop-rule window and after ``--at`` shares of the schedule), EL2N and EL2Nx (exact
+   series, all epochs and the first ``--at`` share), the AP of the DAD queue at every window.
 3. ``--cleanlab``: folds 1-4 with the same trainer and schedule (``--npz``, no exact mode) -> cleanlab's
    ``get_label_quality_scores`` on every case's out-of-fold softmax (``nnunet_diet.nnunet.audit``).
 4. Scored on fold 0's training cases (what DAD sees): AUROC, average precision, recall in the first 10 % /
    20 % of the queue, training iterations each method needed; the epoch from which the first 10 % of the
    exact DAD queue no longer changes. Random order with the same seed as a floor.
+5. ``--monailabel``: ``nnunet-diet audit`` on the scoring fold, a real MONAI Label server (``monailabel_app``)
+   and MONAI Label's own client asking for the next ``audit`` sample: corrupted cases among the first 10 % /
+   20 % served.
 
 Run:  .venv/bin/python benchmarks/make_nnunet_datasets.py polyp -n 50 --max-side 32 -o /tmp/raw/Polyp100px32
       OMP_NUM_THREADS=1 .venv/bin/python benchmarks/label_audit.py --raw /tmp/raw/Polyp100px32 --dataset-id 960 \
@@ -26,7 +32,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +55,8 @@ from nnunet_diet.nnunet.audit import cleanlab_scores
 from make_example_dynamics import centre_fit
 from nnunet_runs import NnunetRuns
 
-TYPES = ("erased", "swapped", "translated", "dilated", "eroded", "half", "mismatched")
+ROOT = Path(__file__).resolve().parents[1]
+TYPES = ("erased", "swapped", "translated", "dilated", "eroded", "half", "partial", "mismatched")
 
 
 # ---------------------------------------------------------------------------- label files
@@ -78,8 +91,28 @@ def _longest_axis(fg: np.ndarray) -> tuple[int, int, float]:
     return axis, int(extent[axis]), float(coords[:, axis].mean())
 
 
+def corruption_type(text: str) -> str:
+    """``--types`` entry: a type, optionally with its strength (``dilated:3``, ``eroded:1``, ``partial:0.3``)."""
+    kind, _, param = text.partition(":")
+    if kind not in TYPES or (param and kind not in ("dilated", "eroded", "partial")):
+        raise argparse.ArgumentTypeError(f"{text!r}: one of {', '.join(TYPES)}; a strength only for dilated:R, "
+                                         "eroded:R (voxels) and partial:S (share erased)")
+    try:
+        value = float(param) if param else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the strength {param!r} is not a number") from None
+    if value is not None and (value <= 0 or (kind == "partial" and value >= 1) or (kind != "partial" and
+                                                                                   value != int(value))):
+        raise argparse.ArgumentTypeError(f"{text!r}: a radius is a whole number >= 1, a share is in (0, 1)")
+    return text
+
+
 def corrupt(label: np.ndarray, kind: str, radius: int, other: np.ndarray | None) -> np.ndarray:
-    """One corrupted copy of ``label`` (integer classes, 0 = background)."""
+    """One corrupted copy of ``label`` (integer classes, 0 = background); ``kind`` may carry its strength
+    (``dilated:3``; without it ``radius`` for dilated / eroded and 0.5 for partial)."""
+    kind, _, param = kind.partition(":")
+    if param and kind in ("dilated", "eroded"):
+        radius = int(float(param))
     fg = label > 0
     if kind == "erased":
         return np.zeros_like(label)
@@ -112,6 +145,13 @@ def corrupt(label: np.ndarray, kind: str, radius: int, other: np.ndarray | None)
         out = label.copy()
         out[index > centre] = 0
         return out
+    if kind == "partial":
+        axis, _, _ = _longest_axis(fg)
+        coord = np.indices(label.shape)[axis]
+        cut = np.quantile(coord[fg], 1 - (float(param) if param else 0.5))
+        out = label.copy()
+        out[coord > cut] = 0
+        return out
     if kind == "mismatched":
         return centre_fit(other, label.shape)
     raise ValueError(kind)
@@ -132,6 +172,8 @@ def corrupt_dataset(clean: Path, out: Path, seed: int, fraction: float, types: l
     ending = meta["file_ending"]
     n_fg = sum(1 for v in meta["labels"].values() if v > 0)
     types = [t for t in types if t != "swapped" or n_fg >= 2]
+    if not types:
+        raise SystemExit(f"{clean / 'dataset.json'}: 'swapped' needs two foreground labels")
     cases = sorted(p.name.removesuffix(ending) for p in (clean / "labelsTr").glob(f"*{ending}"))
     labels = {c: read_label(clean / "labelsTr" / f"{c}{ending}") for c in cases}
     rng = np.random.default_rng(seed)
@@ -151,11 +193,20 @@ def corrupt_dataset(clean: Path, out: Path, seed: int, fraction: float, types: l
 
 
 # ---------------------------------------------------------------------------- methods
-def _at(store: DynamicsStore, series: str, window: int, where: str) -> tuple[np.ndarray, int | None]:
-    """DAD of every case at the last window (``end``) or at the stop-rule window (``stop``, if it fired)."""
+def _at(store: DynamicsStore, series: str, window: int, where: str | float) -> tuple[np.ndarray, int | None]:
+    """DAD of every case at the last window (``end``), at the stop-rule window (``stop``, if it fired; else
+    the last) or at the last window that ends within the first ``where`` share of the schedule (a float)."""
     traj = dad_trajectory(store[series], window)
-    w = len(traj.dad) - 1 if where == "end" or traj.stop is None else traj.stop
+    if isinstance(where, float):
+        w = max(0, int(np.searchsorted(traj.window_end_epochs, budget_epochs(store, where))) - 1)
+    else:
+        w = len(traj.dad) - 1 if where == "end" or traj.stop is None else traj.stop
     return traj.dad[w], int(traj.window_end_epochs[w])
+
+
+def budget_epochs(store: DynamicsStore, share: float) -> int:
+    """Epochs in the first ``share`` of the recorded schedule (at least one)."""
+    return max(1, int(np.floor(share * store.n_epochs + 1e-9)))
 
 
 def suspicion(order: np.ndarray) -> np.ndarray:
@@ -165,25 +216,30 @@ def suspicion(order: np.ndarray) -> np.ndarray:
     return s
 
 
-def methods(store: DynamicsStore, window: int, iterations: int, seed: int, cleanlab: dict | None) -> dict:
-    """``name -> (suspicion per case of store.ids, training iterations it needed, note)``."""
+def methods(store: DynamicsStore, window: int, iterations: int, seed: int, cleanlab: dict | None,
+            shares: tuple[float, ...] = ()) -> dict:
+    """``name -> (suspicion per case of store.ids, training iterations it needed, note)``; ``shares``: also
+    DAD, EL2N and EL2Nx from a run stopped after that share of the schedule."""
     ids = store.ids
     first = empty_labels(store, "el2n_exact", "el2nx_exact")
     out = {}
+    wheres = ["stop", "end", *shares]
     for series, label in (("dice", "online"), ("dice_exact", "exact")):
-        for where in ("stop", "end"):
+        for where in wheres:
             dad, epoch = _at(store, series, window, where)
-            name = f"DAD {label}, {where}"
+            name = f"DAD {label}, " + (f"at {where:.0%}" if isinstance(where, float) else where)
             out[name] = (suspicion(review_order(dad, ids, first)), (epoch + 1) * iterations, f"epoch {epoch}")
-    E = store.n_epochs
-    for name, series in (("EL2N", "el2n_exact"), ("EL2Nx", "el2nx_exact")):
-        score = el2n(store[series], (0, E))
-        if name == "EL2Nx":
-            score = np.where(first, np.inf, score)  # an empty label has no EL2Nx: reviewed first
-        out[name] = (suspicion(np.lexsort((ids, -np.nan_to_num(score, nan=-np.inf)))), E * iterations, "")
+    for share in [1.0, *shares]:
+        E = budget_epochs(store, share)
+        for name, series in (("EL2N", "el2n_exact"), ("EL2Nx", "el2nx_exact")):
+            score = el2n(store[series], (0, E))
+            if name == "EL2Nx":
+                score = np.where(first, np.inf, score)  # an empty label has no EL2Nx: reviewed first
+            name += "" if share == 1.0 else f", at {share:.0%}"
+            out[name] = (suspicion(np.lexsort((ids, -np.nan_to_num(score, nan=-np.inf)))), E * iterations, "")
     if cleanlab is not None:
         q = np.array([cleanlab[c] for c in ids])
-        out["cleanlab (5 folds, out-of-fold)"] = (-q, 5 * E * iterations, "")
+        out["cleanlab (5 folds, out-of-fold)"] = (-q, 5 * store.n_epochs * iterations, "")
     rng = np.random.default_rng(seed)
     out["random"] = (suspicion(rng.permutation(len(ids))), 0, "")
     return out
@@ -213,6 +269,19 @@ def stable_from(store: DynamicsStore, window: int, share: float = 0.1) -> int | 
     return int(traj.window_end_epochs[w])
 
 
+def ap_by_window(store: DynamicsStore, window: int, bad: np.ndarray) -> dict:
+    """Average precision of the DAD queue (online and exact) at every window: ``series -> [[end epoch, AP]]``,
+    to read how early in the schedule the corrupted labels come first."""
+    first = empty_labels(store, "el2n_exact", "el2nx_exact")
+    out = {}
+    for series in ("dice", "dice_exact"):
+        traj = dad_trajectory(store[series], window)
+        out[series] = [[int(e), round(float(average_precision_score(bad, suspicion(review_order(d, store.ids,
+                                                                                                first)))), 4)]
+                       for e, d in zip(traj.window_end_epochs, traj.dad)]
+    return out
+
+
 # ---------------------------------------------------------------------------- runs
 def run_folder(args: argparse.Namespace, raw: Path, dataset_id: int) -> tuple[str, Path]:
     """Dataset name and nnU-Net run folder of one seed (as :class:`NnunetRuns` names them)."""
@@ -233,6 +302,55 @@ def train(runs: NnunetRuns, fold: int, exact_every: int) -> Path:
                                      "nnUNetPlans_lite", "-device", "cpu", "--npz"], env,
               runs.work / "logs" / f"{runs.name}_fold{fold}.log")
     return folder
+
+
+def served_first(runs: NnunetRuns, raw: Path, fold: Path, k: int) -> tuple[list[str], list[str]]:
+    """The product end to end: ``nnunet-diet audit`` on the scoring fold, then a real MONAI Label server
+    (``monailabel_app``, the ``audit`` strategy) on a copy of the corrupted raw dataset, asked for the next
+    sample ``k`` times by MONAI Label's own client (what 3D Slicer's "Next Sample" calls); each served case
+    is saved back as ``final`` (its label unchanged) so the queue moves on as it does for an annotator.
+    Returns (the ids served, the first ``k`` ids of the audit table)."""
+    import pandas as pd
+    from monailabel.client.client import MONAILabelClient
+
+    table = fold / "dad" / "audit.csv"
+    env = dict(runs.env, PYTHONPATH=os.pathsep.join([str(ROOT), runs.env.get("PYTHONPATH", "")]))
+    _step("nnunet-diet audit", [sys.executable, "-m", "nnunet_diet.cli.main", "audit", fold, "--raw", raw,
+                                "-o", table], env)
+    review = runs.work / "review" / raw.name  # the raw layout: studies imagesTr/, labels in ../labelsTr
+    shutil.rmtree(review, ignore_errors=True)
+    shutil.copytree(raw, review)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = runs.work / "logs" / f"monailabel_{raw.name}.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen([sys.executable, "-m", "monailabel.main", "start_server", "--app",
+                                   ROOT / "monailabel_app", "--studies", review / "imagesTr", "--conf", "dad_scores",
+                                   table, "--host", "127.0.0.1", "--port", str(port)],
+                                  stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            if server.poll() is not None:
+                raise RuntimeError(f"MONAI Label server exited with {server.returncode}; see {log}")
+            try:
+                with urllib.request.urlopen(f"{url}/info/", timeout=5):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        client = MONAILabelClient(url)
+        ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
+        served = []
+        for _ in range(k):
+            sample = client.next_sample("audit", {})
+            served.append(sample["case_id"])
+            client.save_label(sample["id"], str(review / "labelsTr" / f"{sample['case_id']}{ending}"), tag="final")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    first = list(pd.read_csv(table, dtype={"id": str}).sort_values("audit_rank")["id"][:k])
+    return served, first
 
 
 def one_seed(args: argparse.Namespace, seed: int) -> dict:
@@ -259,7 +377,18 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
               "stable_top10_from_epoch": stable_from(store, args.window),
               "stop_epoch": dad_trajectory(store["dice_exact"], args.window).stop_epoch, "methods": {},
               "corrupted_cases": {i: manifest[i] for i in ids if i in manifest}}
-    for method, (score, iters, note) in methods(store, args.window, args.iterations, seed, cl).items():
+    result["ap_by_window"] = ap_by_window(store, args.window, bad)
+    if args.monailabel:
+        runs = NnunetRuns(raw, args.dataset_id + seed, args.configuration, args.work, args.epochs,
+                          args.iterations, args.window)
+        k = int(np.ceil(0.2 * len(ids)))
+        served, first = served_first(runs, runs.work / "nnUNet_raw" / name, results / "fold_0", k)
+        result["monailabel"] = {
+            "served": served, "same_as_table": served == first,
+            **{f"corrupted_in_first_{n}": sum(c in manifest for c in served[:n])
+               for n in (int(np.ceil(0.1 * len(ids))), k)}}
+    for method, (score, iters, note) in methods(store, args.window, args.iterations, seed, cl,
+                                                tuple(args.at)).items():
         rows = {"all": metrics(score, bad, np.ones(len(ids), bool))}
         for kind in sorted(set(kinds[bad])):
             rows[kind] = metrics(score, bad & (kinds == kind), ~bad | (kinds == kind))
@@ -297,9 +426,16 @@ def main() -> None:
     NnunetRuns.add_arguments(parser, configuration="2d", work="/tmp/diet_label_audit", epochs=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="corruption seeds")
     parser.add_argument("--fraction", type=float, default=0.1, help="share of labels corrupted")
-    parser.add_argument("--types", nargs="+", default=list(TYPES), choices=TYPES)
+    parser.add_argument("--types", nargs="+", default=[t for t in TYPES if t != "partial"], type=corruption_type,
+                        help="corruption types, in turn over the corrupted cases; dilated:R, eroded:R, partial:S "
+                             "give a strength (the sensitivity curve)")
     parser.add_argument("--radius", type=int, default=2, help="dilation / erosion in voxels")
+    parser.add_argument("--at", type=float, nargs="*", default=[0.3],
+                        help="also score from a run stopped after these shares of the schedule")
     parser.add_argument("--cleanlab", action="store_true", help="train folds 1-4 too and score cleanlab")
+    parser.add_argument("--monailabel", action="store_true",
+                        help="serve the audit order through a real MONAI Label server; count corrupted cases "
+                             "among the first 10 %% / 20 %% served")
     parser.add_argument("--analyse-only", action="store_true", help="train nothing: score the finished folds")
     args = parser.parse_args()
     args.work = args.work.resolve()
