@@ -45,8 +45,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inprocess import EXAMPLE, ab_rows, ab_times, build_trainer, prepare_dataset  # noqa: E402
 from make_nnunet_datasets import DATA, hippocampus  # noqa: E402
 
-from nnunet_diet.core.segmentation import foreground_dice  # noqa: E402
-
 
 def _raw_hippocampus(work: Path, data: Path) -> Path:
     """Every case of ``<data>/hippocampus`` (260 in ``../shared/data``) as an nnU-Net raw dataset under ``work``
@@ -139,27 +137,25 @@ def _nnunet_counts(output, target, label_manager):
     return {"tp": tp, "fp": fp, "fn": fn}
 
 
-def _dice(sums: dict) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return foreground_dice(sums["tp"].sum(1), sums["fp"].sum(1), sums["fn"].sum(1))
+def _per_case(keys: list[str], sums: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per-case Dice: TP/FP/FN of every patch (rows of ``sums``) pooled per case by the trainer's own
+    accumulator and :func:`case_values`, as an epoch is pooled in training."""
+    from nnunet_diet.nnunet.recorder import case_values
+    from nnunet_diet.recording import EpochAccumulator
 
-
-def _per_case(keys: list[str], sums: list[dict]) -> dict[str, np.ndarray]:
-    """Per-case Dice: TP/FP/FN pooled over every patch of a case, as the trainer pools an epoch."""
-    pooled: dict[str, dict[str, np.ndarray]] = {}
-    for k, s in zip(keys, sums):
-        acc = pooled.setdefault(k, {n: 0 for n in ("tp", "fp", "fn")})
-        for n in acc:
-            acc[n] = acc[n] + s[n]
-    return {k: float(_dice({n: v[None] for n, v in s.items()})[0]) for k, s in pooled.items()}
+    acc = EpochAccumulator(sorted(set(keys)))
+    acc.update(keys, sums)
+    ids, pooled, _ = acc.aggregate()
+    return dict(zip(ids, case_values(pooled)["dice"]))
 
 
 def _compare(recorded: list[dict], reference: list[dict], keys: list[str]) -> dict:
+    from nnunet_diet.nnunet.recorder import case_values
+
     rec = {n: np.concatenate([s[n] for s in recorded]) for n in ("tp", "fp", "fn")}
     ref = {n: np.concatenate([s[n] for s in reference]) for n in ("tp", "fp", "fn")}
-    patch = np.abs(np.nan_to_num(_dice(rec), nan=-1) - np.nan_to_num(_dice(ref), nan=-1))
-    per_rec = _per_case(keys, [{n: rec[n][i] for n in rec} for i in range(len(keys))])
-    per_ref = _per_case(keys, [{n: ref[n][i] for n in ref} for i in range(len(keys))])
+    patch = np.abs(np.nan_to_num(case_values(rec)["dice"], nan=-1) - np.nan_to_num(case_values(ref)["dice"], nan=-1))
+    per_rec, per_ref = _per_case(keys, rec), _per_case(keys, ref)
     case = [abs(np.nan_to_num(per_rec[k], nan=-1) - np.nan_to_num(per_ref[k], nan=-1)) for k in per_rec]
     return {"max_count_diff": float(max(np.abs(rec[n] - ref[n]).max() for n in rec)),
             "max_dice_diff_patch": float(patch.max()), "max_dice_diff_case": float(max(case))}

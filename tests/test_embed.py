@@ -21,6 +21,7 @@ from nnunet_diet.embed.sources import NpzImages, RawImages
 from nnunet_diet.embed.sslconfig import SSLConfig
 from nnunet_diet.embed.store import load_embeddings, write_shard
 from nnunet_diet.medmnist import TrainConfig, read_npz, train
+from conftest import error_line, random_png
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "nnunet_diet" / "examples"
 SUBSET = EXAMPLES / "pneumoniamnist_subset.npz"
@@ -200,57 +201,44 @@ def test_mae_training_on_3d_cases_is_deterministic_and_resumes_after_an_interrup
         pt.pretrain(source, tmp_path / "cut", SSLConfig(objective="mae", size=16, epochs=3), progress=False)
 
 
-def _png(path: Path, shape: tuple, seed: int) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, shape, dtype=np.uint8)).save(path)
-
-
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
-
-
 def test_bad_inputs_of_the_self_supervised_encoders(tmp_path, capsys):
     tiny = ["--epochs", "1", "--train-batch-size", "4", "--no-progress"]
     # images of mixed channel counts
     for i in range(3):
-        _png(tmp_path / "mixed" / f"{i}.png", (32, 32), i)
-    _png(tmp_path / "mixed" / "3.png", (32, 32, 3), 3)
+        random_png(tmp_path / "mixed" / f"{i}.png", (32, 32), i)
+    random_png(tmp_path / "mixed" / "3.png", (32, 32, 3), 3)
     assert main(["embed", "--images", str(tmp_path / "mixed"), "--source", "contrastive", *tiny,
                  "-o", str(tmp_path / "e1")]) == 2
-    assert f"{tmp_path / 'mixed' / '3.png'}: 3 channel(s), but 0.png has 1" in _error_line(capsys)
+    assert f"{tmp_path / 'mixed' / '3.png'}: 3 channel(s), but 0.png has 1" in error_line(capsys)
     # an image smaller than the patch size, met in training and when embedding with a saved encoder
     for i in range(6):
-        _png(tmp_path / "grey" / f"{i}.png", (32, 32), i)
-    _png(tmp_path / "small" / "0.png", (32, 32), 0)
-    _png(tmp_path / "small" / "1.png", (4, 4), 1)
+        random_png(tmp_path / "grey" / f"{i}.png", (32, 32), i)
+    random_png(tmp_path / "small" / "0.png", (32, 32), 0)
+    random_png(tmp_path / "small" / "1.png", (4, 4), 1)
     assert main(["embed", "--images", str(tmp_path / "small"), "--source", "mae", *tiny,
                  "-o", str(tmp_path / "e2")]) == 2
     assert f"{tmp_path / 'small' / '1.png'}: image of shape [4, 4] is smaller than the patch size 8" in \
-        _error_line(capsys)
+        error_line(capsys)
     assert main(["embed", "--images", str(tmp_path / "grey"), "--source", "mae", *tiny,
                  "-o", str(tmp_path / "grey_emb")]) == 0
     encoder = tmp_path / "grey_emb" / "encoder.pt"
     assert main(["embed", "--images", str(tmp_path / "small"), "--source", "mae", "--model", str(encoder),
                  "--no-progress", "-o", str(tmp_path / "e3")]) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert f"{tmp_path / 'small' / '1.png'}: image of shape [4, 4] is smaller" in line and str(encoder) in line
     # a saved encoder from another dataset shape (grey 2D encoder, colour images / 3D cases)
-    _png(tmp_path / "colour" / "0.png", (32, 32, 3), 0)
+    random_png(tmp_path / "colour" / "0.png", (32, 32, 3), 0)
     assert main(["embed", "--images", str(tmp_path / "colour"), "--source", "mae", "--model", str(encoder),
                  "--no-progress", "-o", str(tmp_path / "e4")]) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert "3-channel 2D image" in line and f"takes 1-channel 2D images (encoder {encoder})" in line
     assert main(["embed", "--raw", str(HIPPO), "--source", "mae", "--model", str(encoder), "--no-progress",
                  "-o", str(tmp_path / "e5")]) == 2
-    assert "1-channel 3D image" in _error_line(capsys)
+    assert "1-channel 3D image" in error_line(capsys)
     assert main(["embed", "--images", str(tmp_path / "grey"), "--source", "contrastive", "--model", str(encoder),
                  "--no-progress", "-o", str(tmp_path / "e6")]) == 2
-    assert f"{encoder}: a mae encoder, not contrastive" in _error_line(capsys)
+    assert f"{encoder}: a mae encoder, not contrastive" in error_line(capsys)
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     assert main(["embed", "--images", str(tmp_path / "grey"), "--source", "mae", "--model", str(tmp_path / "junk.pt"),
                  "--no-progress", "-o", str(tmp_path / "e7")]) == 2
-    assert "junk.pt: not a readable encoder checkpoint" in _error_line(capsys)
+    assert "junk.pt: not a readable encoder checkpoint" in error_line(capsys)

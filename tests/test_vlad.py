@@ -10,6 +10,7 @@ from PIL import Image
 
 from nnunet_diet.cli.main import main
 from nnunet_diet.embed.store import load_embeddings
+from conftest import error_line, random_png
 
 KVASIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "polyp" / "Kvasir-SEG" / "images"
 HIPPO = Path(__file__).resolve().parent.parent / "nnunet_diet" / "examples" / "hippocampus40"
@@ -26,17 +27,6 @@ def _zoom(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     side = round(rng.uniform(0.6, 0.9) * SIDE)
     y, x = rng.integers(0, SIDE - side + 1, size=2)
     return np.asarray(Image.fromarray(image[y:y + side, x:x + side]).resize((SIDE, SIDE), Image.BILINEAR))
-
-
-def _png(path: Path, shape: tuple, seed: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, shape, dtype=np.uint8)).save(path)
-
-
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
 
 
 @pytest.mark.skipif(not KVASIR.is_dir(), reason=f"{KVASIR} not present (real polyp data)")
@@ -72,32 +62,32 @@ def test_vlad_finds_planted_zoomed_crops_and_is_deterministic(tmp_path, capsys):
     assert not (tmp_path / "again" / "vlad.npz").exists()
     np.testing.assert_allclose(load_embeddings(tmp_path / "again").vectors, first, atol=1e-6)
     assert main([*cmd, "--seed", "1", "-o", str(tmp_path / "emb")]) == 2  # other settings in the folder
-    assert "vlad.npz: fitted with other settings" in _error_line(capsys)
+    assert "vlad.npz: fitted with other settings" in error_line(capsys)
 
 
 def test_bad_inputs_of_the_vlad_embedding(tmp_path, capsys):
     for i in range(4):
-        _png(tmp_path / "grey" / f"{i}.png", (48, 48), i)
-    _png(tmp_path / "small" / "0.png", (48, 48), 0)
-    _png(tmp_path / "small" / "1.png", (6, 6), 1)
+        random_png(tmp_path / "grey" / f"{i}.png", (48, 48), i)
+    random_png(tmp_path / "small" / "0.png", (48, 48), 0)
+    random_png(tmp_path / "small" / "1.png", (6, 6), 1)
     assert main(["embed", "--images", str(tmp_path / "small"), "--source", "vlad", "--no-progress",
                  "-o", str(tmp_path / "e1")]) == 2
     assert f"{tmp_path / 'small' / '1.png'}: image of shape [6, 6] is smaller than the vlad window 12" in \
-        _error_line(capsys)
+        error_line(capsys)
     assert main(["embed", "--images", str(tmp_path / "grey"), "--source", "vlad", "--no-progress",
                  "-o", str(tmp_path / "grey_emb")]) == 0
     model = tmp_path / "grey_emb" / "vlad.npz"
-    _png(tmp_path / "colour" / "0.png", (48, 48, 3), 0)
+    random_png(tmp_path / "colour" / "0.png", (48, 48, 3), 0)
     assert main(["embed", "--images", str(tmp_path / "colour"), "--source", "vlad", "--model", str(model),
                  "--no-progress", "-o", str(tmp_path / "e2")]) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert "3-channel 2D image" in line and f"takes 1-channel 2D images (vlad model {model})" in line
     assert main(["embed", "--raw", str(HIPPO), "--source", "vlad", "--no-progress", "-o", str(tmp_path / "e3")]) == 2
-    assert "vlad takes 2D images; got a 3D image" in _error_line(capsys)
+    assert "vlad takes 2D images; got a 3D image" in error_line(capsys)
     (tmp_path / "junk.npz").write_text("not a model")
     assert main(["embed", "--images", str(tmp_path / "grey"), "--source", "vlad", "--model", str(tmp_path / "junk.npz"),
                  "--no-progress", "-o", str(tmp_path / "e4")]) == 2
-    assert "junk.npz: not a vlad model" in _error_line(capsys)
+    assert "junk.npz: not a vlad model" in error_line(capsys)
     assert main(["embed", "--images", str(tmp_path / "grey"), "--source", "vlad", "--words", "1", "--no-progress",
                  "-o", str(tmp_path / "e5")]) == 2
-    assert "invalid vlad settings" in _error_line(capsys)
+    assert "invalid vlad settings" in error_line(capsys)
