@@ -1,6 +1,8 @@
 """MedDEL near-duplicate removal and NormDEL tooling on real PneumoniaMNIST images (the shipped subset)
 with exact and near-duplicates planted in them, embedded with the training-free intensity encoder."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +172,26 @@ def test_normdel_table_reproduces_the_papers_table_3(tmp_path, capsys):
     pd.DataFrame({"fraction": [0.05], "metric": [75.45]}).to_csv(src, index=False)
     assert main(["normdel-table", str(src)]) == 2
     assert "results.csv: metric must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_faiss_kmeans_survives_simpleitk_imported_after_faiss():
+    """SimpleITK (imported by nnU-Net) re-registers SWIG's std::vector<float> proxy; faiss.Kmeans then fails
+    to read its centroids. Our k-means must give faiss.Kmeans's centroids whatever the import order."""
+    pytest.importorskip("faiss")
+    script = """
+import numpy as np, faiss
+x = np.random.default_rng(0).random((300, 16)).astype(np.float32)
+x /= np.linalg.norm(x, axis=1, keepdims=True)
+ref = faiss.Kmeans(16, 6, niter=20, seed=2, spherical=True, max_points_per_centroid=300,
+                   min_points_per_centroid=1)
+ref.train(x)
+import SimpleITK  # noqa: F401  (after faiss: the order that broke faiss.Kmeans)
+from nnunet_diet.embed.cluster import kmeans
+labels, centroids = kmeans(x, 6, seed=2, backend="faiss")
+expect = ref.centroids / np.linalg.norm(ref.centroids, axis=1, keepdims=True)
+np.testing.assert_allclose(centroids, expect, atol=1e-6)
+np.testing.assert_array_equal(labels, (x @ expect.T).argmax(1))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -41,12 +41,17 @@ def _fit(sample: np.ndarray, k: int, seed: int, iterations: int, backend: str) -
     if backend == "faiss":
         import faiss
 
-        # min_points_per_centroid=1: faiss would print (from C++, to stderr) a warning for every small
-        # cluster count; MedDEL asks for K = sqrt(N) clusters of a few points each on purpose
-        km = faiss.Kmeans(sample.shape[1], k, niter=iterations, seed=seed, spherical=True,
-                          max_points_per_centroid=len(sample), min_points_per_centroid=1)
-        km.train(np.ascontiguousarray(sample, dtype=np.float32))
-        return km.centroids
+        # faiss.Kmeans without its wrapper: Kmeans.train reads the centroids through faiss's SWIG
+        # std::vector<float> proxy, which SimpleITK (imported by nnU-Net) re-registers as its own
+        # VectorFloat when imported after faiss, and the read then fails; the index holds the same
+        # final centroids. min_points_per_centroid=1: faiss would print (from C++, to stderr) a warning
+        # for every small cluster count; MedDEL asks for K = sqrt(N) clusters of a few points on purpose
+        params = faiss.ClusteringParameters()
+        params.niter, params.seed, params.spherical = iterations, seed, True
+        params.max_points_per_centroid, params.min_points_per_centroid = len(sample), 1
+        index = faiss.IndexFlatIP(sample.shape[1])
+        faiss.Clustering(sample.shape[1], k, params).train(np.ascontiguousarray(sample, dtype=np.float32), index)
+        return index.reconstruct_n(0, k)
     from sklearn.cluster import KMeans
 
     model = KMeans(n_clusters=k, init="random", n_init=1, max_iter=iterations, random_state=seed)
