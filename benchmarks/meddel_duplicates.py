@@ -18,7 +18,8 @@ memory of that process.
 
 MedDEL then runs on the whole set and on each type's subset (its ``m`` pairs + ``m`` unrelated
 images), at the fraction a perfect dedup keeps (2/3) and at fixed eta values, for each k-means K of
-``--clusters`` (0: MedDEL's default ceil(sqrt(N)); 1: every pair compared). Per row: pair recall
+``--clusters`` (0: MedDEL's default ceil(sqrt(N)); 1: every pair compared) and each ``--probes``
+(clusters each sample is compared in; 1: the paper's within-cluster pass). Per row: pair recall
 (share of planted pairs with exactly one member removed), false removals (share of unrelated images
 removed), and the pair recall a random removal of the same size gives (chance).
 
@@ -156,17 +157,18 @@ def chance_recall(n: int, removed: int) -> float:
 
 
 def evaluate(emb, table: pd.DataFrame, subset: str, fraction: float | None, eta: float | None,
-             clusters: int | None = None, epsilon: float | None = 0.9) -> dict:
+             clusters: int | None = None, epsilon: float | None = 0.9, probes: int = 1) -> dict:
     rows = table if subset == "all" else table[(table["type"] == subset)]
     vectors = np.asarray(emb.vectors)[rows["row"].to_numpy()]
     sub = type(emb)(emb.path, rows["row"].astype(str).to_numpy(), vectors, {})
-    result = run_meddel(sub, fraction=fraction, eta=eta, clusters=clusters, epsilon=epsilon, seed=0)
+    result = run_meddel(sub, fraction=fraction, eta=eta, clusters=clusters, epsilon=epsilon, seed=0,
+                        probes=min(probes, clusters or len(rows)))
     removed = pd.Series(~result.keep, index=rows["row"].to_numpy())
     pairs = rows[rows["pair"] >= 0].assign(removed=lambda t: removed[t["row"]].to_numpy())
     one = pairs.groupby("pair")["removed"].sum() == 1
     unrelated = removed[rows.loc[rows["role"] == "unrelated", "row"]]
     n, k = len(rows), int(removed.sum())
-    return {"subset": subset, "clusters": clusters or "sqrt", "epsilon": epsilon,
+    return {"subset": subset, "clusters": clusters or "sqrt", "probes": result.probes, "epsilon": epsilon,
             "mode": "fraction 2/3" if fraction else f"eta {eta:g}", "n": n, "kept_fraction": 1 - k / n,
             "eta": result.eta, "pair_recall": float(one.mean()), "false_removals": float(unrelated.mean()),
             "chance_recall": chance_recall(n, k)}
@@ -186,6 +188,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clusters", type=int, nargs="+", default=[0],
                    help="MedDEL k-means K values to evaluate; 0: the default ceil(sqrt(N))")
+    p.add_argument("--probes", type=int, nargs="+", default=[1],
+                   help="MedDEL probes values to evaluate (1: the paper's within-cluster pass)")
     p.add_argument("--epsilon", type=lambda v: None if v.lower() == "none" else float(v), default=0.9,
                    help="MedDEL epsilon filter (default 0.9, the paper's; 'none': off)")
     args = p.parse_args()
@@ -216,8 +220,11 @@ def main() -> None:
             for subset in ("all", *TYPES):
                 for fraction, eta in [(2 / 3, None), *[(None, e) for e in args.etas]]:
                     for k in args.clusters:
-                        rows.append({"dataset": name, "encoder": encoder,
-                                     **evaluate(emb, table, subset, fraction, eta, k or None, args.epsilon)})
+                        for probes in args.probes:
+                            if k == 1 and probes > 1:
+                                continue  # one cluster: nothing to probe
+                            rows.append({"dataset": name, "encoder": encoder, **evaluate(
+                                emb, table, subset, fraction, eta, k or None, args.epsilon, probes)})
     results = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     results.to_csv(args.out / "results.csv", index=False, float_format="%.4f")

@@ -94,6 +94,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--visit", choices=VISITS, default="closest",
                    help="closest (default, the paper's prose: keep the member nearer the centroid) or "
                         "farthest (the paper's pseudocode)")
+    p.add_argument("--probes", type=int, default=1,
+                   help="compare each sample with the kept members of its own cluster (1, default: the paper) "
+                        "or also of the clusters of its P-1 next-nearest centroids (finds pairs k-means split)")
     p.add_argument("--tolerance", type=float, default=0.005, help="target mode: |kept - target| allowed (0.005)")
     p.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
     p.add_argument("--kmeans", choices=BACKENDS, default=None, help="k-means backend (default: faiss when "
@@ -193,11 +196,13 @@ def run_meddel_cmd(args: argparse.Namespace) -> int:
         check_output(args.output, inputs=[args.embeddings])
     emb = load_embeddings(args.embeddings)
     result = run_meddel(emb, fraction=args.fraction, eta=args.eta, clusters=args.clusters, epsilon=args.epsilon,
-                        visit=args.visit, tolerance=args.tolerance, seed=args.seed, backend=args.kmeans)
+                        visit=args.visit, tolerance=args.tolerance, seed=args.seed, backend=args.kmeans,
+                        probes=args.probes)
     table = keep_table(result, emb.ids, centre_of(list(emb.ids), args.centres))
     target = f", target {100 * result.target:g} % ({result.passes} passes)" if result.target is not None else ""
     print(f"kept {result.n_kept} of {len(table)} ({100 * result.fraction:.2f} %) at eta {result.eta:.4f}, "
-          f"{result.n_clusters} clusters, epsilon {result.epsilon}{target}")
+          f"{result.n_clusters} clusters{'' if result.probes == 1 else f' ({result.probes} probed)'}, "
+          f"epsilon {result.epsilon}{target}")
     if "centre" in table.columns:
         print(centre_summary(table).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.output:
