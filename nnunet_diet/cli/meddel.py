@@ -43,11 +43,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--images", type=Path, help="folder of PNG / JPEG / TIFF images (ids: relative paths)")
     p.add_argument("--split", default="train", help="split of --npz (default train)")
     p.add_argument("--source", choices=SOURCES, default="intensities",
-                   help="intensities (training-free, default), nnunet (trained model folder), medmnist (EVA "
+                   help="intensities (training-free, default), nnunet (trained model folder; raw images go through "
+                        "nnU-Net's preprocessing with its plans), medmnist (EVA "
                         "harness run folder), torch (TorchScript / saved module file), contrastive / mae (a "
                         "self-supervised encoder trained on these images, saved as OUT/encoder.pt), vlad "
                         "(training-free multi-scale patch VLAD fitted on these images, saved as OUT/vlad.npz: "
-                        "finds zoomed, cropped and mirrored copies)")
+                        "finds zoomed, cropped and mirrored copies; 2D images only)")
     p.add_argument("--model", type=Path, help="model folder / run folder / module file for the chosen source; "
                    "contrastive / mae: an encoder.pt to reuse instead of training; vlad: a vlad.npz to reuse")
     p.add_argument("--grid", type=int, default=16, help="intensities: samples per spatial axis (default 16)")
@@ -180,7 +181,13 @@ def run_embed(args: argparse.Namespace) -> int:
 
     check_output(args.output, inputs=[args.npz, args.raw, args.preprocessed, args.images], folder=True)
     source = _source(args)
-    out = embed(source, _encoder(args, source), args.output, batch_size=args.batch_size, dtype=args.dtype,
+    encoder = _encoder(args, source)
+    if args.source == "nnunet" and not args.preprocessed:  # raw images: nnU-Net's preprocessing with the model's plans
+        from ..embed.encoders import NnunetRawCases
+
+        source = NnunetRawCases(source, encoder)
+        encoder.signature = {**encoder.signature, "input": "raw, nnU-Net preprocessing"}
+    out = embed(source, encoder, args.output, batch_size=args.batch_size, dtype=args.dtype,
                 resume=args.resume, progress=args.progress)
     if out is not None:
         print(f"wrote {out / 'embeddings.npy'}")
