@@ -208,7 +208,7 @@ def run_meddel_cmd(args: argparse.Namespace) -> int:
     table = keep_table(result, emb.ids, centre_of(list(emb.ids), args.centres))
     target = f", target {100 * result.target:g} % ({result.passes} passes)" if result.target is not None else ""
     print(f"kept {result.n_kept} of {len(table)} ({100 * result.fraction:.2f} %) at eta {result.eta:.4f}, "
-          f"{result.n_clusters} clusters{'' if result.probes == 1 else f' ({result.probes} probed)'}, "
+          f"{result.n_clusters} clusters{'' if result.probes == 1 else f' ({result.probes} probed per sample)'}, "
           f"epsilon {result.epsilon}{target}")
     if "centre" in table.columns:
         print(centre_summary(table).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
