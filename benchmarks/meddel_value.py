@@ -2,11 +2,12 @@
 retrained with the EVA harness, test accuracy and NormDEL side by side.
 
 1. Train one classifier on the full training split (the 100 % reference; its penultimate features are
-   one of the two MedDEL embeddings).
+   one of the MedDEL embeddings).
 2. Embed the training images (``--encoders``): training-free intensities, the classifier's features and
    the training-free ``vlad`` copy-detection descriptor (fitted on the training images, ``vlad.npz``).
 3. For each fraction and seed: MedDEL keep-lists (target-fraction mode) from each embedding, and a
-   random subset of the size of the first embedding's list; retrain each with the full run's settings (``epochs`` schedule).
+   random subset of the size of the first embedding's list; retrain each with the full run's settings
+   (``epochs`` schedule).
 4. Write ``results.csv`` / ``results.md`` (test accuracy in % of the final model and of the
    best-validation model, NormDEL x 100 of each at the actual kept fraction, alpha = 1; mean ± sample
    std over the seeds).
