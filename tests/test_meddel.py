@@ -76,12 +76,15 @@ def test_greedy_matches_a_brute_force_reference_for_any_block_and_visit_order(pl
         np.testing.assert_allclose(small.max_similarity, ref.max_similarity, atol=1e-5)
 
 
-def _probe_reference(x, labels, near, eta, distance):
+def _probe_reference(x, labels, near, eta, distance, epsilon=None):
     """One greedy pass in the global order (clusters in turn, closest first): a sample goes when an
-    earlier kept one it may be compared with (either's cluster among the other's probes) exceeds eta."""
+    earlier kept one it may be compared with (either's cluster among the other's probes) exceeds eta,
+    or when it is farther than epsilon from its centroid."""
     order = np.lexsort((np.arange(len(x)), distance, labels))
     kept = []
     for i in order:
+        if epsilon is not None and distance[i] > epsilon:
+            continue
         ok = [j for j in kept if labels[j] in near[i] or labels[i] in near[j]]
         if not ok or (x[ok] @ x[i]).max() <= eta:
             kept.append(i)
@@ -107,6 +110,10 @@ def test_probes_match_a_brute_force_reference_and_one_probe_is_the_paper(planted
             assert result.keep[result.duplicate_of[gone]].all()
             np.testing.assert_array_less(0.9, np.einsum("ij,ij->i", x[gone], x[result.duplicate_of[gone]]) + 1e-6)
         assert expect.sum() < paper.keep.sum()  # more pairs compared: more removed at the same eta
+        far = np.quantile(paper.distance, 0.8)  # with the epsilon filter removing a fifth
+        result = dedup(x, labels, centroids, 0.9, epsilon=far, probes=probes)
+        np.testing.assert_array_equal(result.keep, _probe_reference(x, labels, near, 0.9, paper.distance, far))
+        assert (result.reason[paper.distance > far] == "epsilon").all()
 
 
 def test_probes_find_pairs_that_kmeans_split(planted):
