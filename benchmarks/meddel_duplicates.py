@@ -12,13 +12,17 @@ From real images (Kvasir-SEG colonoscopy frames, an image folder; PneumoniaMNIST
 plus ``5 x m`` unrelated images (an equal number). The images are written to disk (PNG folder / npz)
 and embedded as a user would: the training-free intensities, the self-supervised ``contrastive`` and
 ``mae`` encoders trained on the planted set itself, the training-free ``vlad`` copy-detection
-descriptor fitted on it, and (PneumoniaMNIST, ``classifier``) the EVA harness classifier's features.
+descriptor fitted on it, (PneumoniaMNIST, ``classifier``) the EVA harness classifier's features, and
+(polyp, ``nnunet``) the pooled deepest encoder stage of a trained 2D nnU-Net (``--nnunet-model``), fed
+through nnU-Net's own preprocessing after resizing the frames to ``--nnunet-size`` (the side the model
+was trained on).
 Each embedding runs in its own process: wall and CPU seconds (training included) and peak resident
 memory of that process.
 
 MedDEL then runs on the whole set and on each type's subset (its ``m`` pairs + ``m`` unrelated
 images), at the fraction a perfect dedup keeps (2/3) and at fixed eta values, for each k-means K of
-``--clusters`` (0: MedDEL's default ceil(sqrt(N)); 1: every pair compared). Per row: pair recall
+``--clusters`` (0: MedDEL's default ceil(sqrt(N)); 1: every pair compared) and each ``--probes``
+(clusters each sample is compared in; 1: the paper's within-cluster pass). Per row: pair recall
 (share of planted pairs with exactly one member removed), false removals (share of unrelated images
 removed), and the pair recall a random removal of the same size gives (chance).
 
@@ -105,7 +109,7 @@ def _source(spec: str):
     return NpzImages(spec) if spec.endswith(".npz") else ImageFolder(spec)
 
 
-def _embed_one(encoder: str, spec: str, folder: str, epochs: int, queue) -> None:
+def _embed_one(encoder: str, spec: str, folder: str, epochs: int, queue, nnunet_model: str | None = None) -> None:
     """Child process: train (when needed) and embed; report wall, CPU seconds and peak RSS."""
     import torch
 
@@ -129,6 +133,11 @@ def _embed_one(encoder: str, spec: str, folder: str, epochs: int, queue) -> None
         enc = MedmnistEncoder(run)
     elif encoder == "vlad":
         enc = VladEncoder(fit_vlad(source, folder, VladConfig(), progress=False))
+    elif encoder == "nnunet":
+        from nnunet_diet.embed.encoders import NnunetEncoder, NnunetRawCases
+
+        enc = NnunetEncoder(nnunet_model, 0)
+        source = NnunetRawCases(source, enc)
     else:
         enc = SelfSupervisedEncoder(pretrain(source, folder, SSLConfig(objective=encoder, epochs=epochs)))
     embed(source, enc, folder, progress=False)
@@ -136,13 +145,13 @@ def _embed_one(encoder: str, spec: str, folder: str, epochs: int, queue) -> None
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
 
-def embed_in_child(encoder: str, spec: str, folder: Path, epochs: int) -> dict:
+def embed_in_child(encoder: str, spec: str, folder: Path, epochs: int, nnunet_model: str | None = None) -> dict:
     cost = folder / "cost.json"
     if cost.is_file():  # finished earlier: reuse
         return json.loads(cost.read_text())
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_embed_one, args=(encoder, spec, str(folder), epochs, queue))
+    proc = ctx.Process(target=_embed_one, args=(encoder, spec, str(folder), epochs, queue, nnunet_model))
     proc.start()
     result = queue.get()
     proc.join()
@@ -156,17 +165,19 @@ def chance_recall(n: int, removed: int) -> float:
 
 
 def evaluate(emb, table: pd.DataFrame, subset: str, fraction: float | None, eta: float | None,
-             clusters: int | None = None, epsilon: float | None = 0.9) -> dict:
+             clusters: int | None = None, epsilon: float | None = 0.9, probes: int = 1, seed: int = 0) -> dict:
     rows = table if subset == "all" else table[(table["type"] == subset)]
     vectors = np.asarray(emb.vectors)[rows["row"].to_numpy()]
     sub = type(emb)(emb.path, rows["row"].astype(str).to_numpy(), vectors, {})
-    result = run_meddel(sub, fraction=fraction, eta=eta, clusters=clusters, epsilon=epsilon, seed=0)
+    result = run_meddel(sub, fraction=fraction, eta=eta, clusters=clusters, epsilon=epsilon, seed=seed,
+                        probes=min(probes, clusters or len(rows)))
     removed = pd.Series(~result.keep, index=rows["row"].to_numpy())
     pairs = rows[rows["pair"] >= 0].assign(removed=lambda t: removed[t["row"]].to_numpy())
     one = pairs.groupby("pair")["removed"].sum() == 1
     unrelated = removed[rows.loc[rows["role"] == "unrelated", "row"]]
     n, k = len(rows), int(removed.sum())
-    return {"subset": subset, "clusters": clusters or "sqrt", "epsilon": epsilon,
+    return {"subset": subset, "clusters": clusters or "sqrt", "probes": result.probes, "kmeans_seed": seed,
+            "epsilon": epsilon,
             "mode": "fraction 2/3" if fraction else f"eta {eta:g}", "n": n, "kept_fraction": 1 - k / n,
             "eta": result.eta, "pair_recall": float(one.mean()), "false_removals": float(unrelated.mean()),
             "chance_recall": chance_recall(n, k)}
@@ -180,12 +191,19 @@ def main() -> None:
     p.add_argument("--npz", type=Path, default=SHARED / "medmnist" / "pneumoniamnist.npz")
     p.add_argument("--pairs-per-type", type=int, nargs=2, default=[60, 100], help="m for polyp, pneumonia")
     p.add_argument("--encoders", nargs="+", default=["intensities", "contrastive", "mae"],
-                   choices=("intensities", "contrastive", "mae", "classifier", "vlad"))
+                   choices=("intensities", "contrastive", "mae", "classifier", "vlad", "nnunet"))
+    p.add_argument("--nnunet-model", type=Path, default=None,
+                   help="nnunet: a trained 2D trainer__plans__configuration folder (fold 0), for the polyp frames")
+    p.add_argument("--nnunet-size", type=int, default=0,
+                   help="nnunet: resize the planted frames to this side first (0: as they are)")
     p.add_argument("--epochs", type=int, default=30, help="self-supervised (and classifier) training epochs")
     p.add_argument("--etas", type=float, nargs="+", default=[0.9, 0.95, 0.98, 0.99])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clusters", type=int, nargs="+", default=[0],
                    help="MedDEL k-means K values to evaluate; 0: the default ceil(sqrt(N))")
+    p.add_argument("--probes", type=int, nargs="+", default=[1],
+                   help="MedDEL probes values to evaluate (1: the paper's within-cluster pass)")
+    p.add_argument("--kmeans-seeds", type=int, nargs="+", default=[0], help="MedDEL k-means seeds to evaluate")
     p.add_argument("--epsilon", type=lambda v: None if v.lower() == "none" else float(v), default=0.9,
                    help="MedDEL epsilon filter (default 0.9, the paper's; 'none': off)")
     args = p.parse_args()
@@ -205,9 +223,15 @@ def main() -> None:
                              None if labels is None else labels[table["source_index"].to_numpy()])
         table.to_csv(base / "planted.csv", index=False)
         for encoder in args.encoders:
-            if encoder == "classifier" and name != "pneumonia":
+            if (encoder == "classifier" and name != "pneumonia") or (encoder == "nnunet" and name != "polyp"):
                 continue
-            cost = embed_in_child(encoder, spec, base / f"emb_{encoder}", args.epochs)
+            where = spec
+            if encoder == "nnunet" and args.nnunet_size:
+                where = str(base / f"data_{args.nnunet_size}px")
+                write_dataset(name, np.stack([np.asarray(_pil(im).resize((args.nnunet_size,) * 2, Image.BOX))
+                                              for im in images]), Path(where), None)
+            cost = embed_in_child(encoder, where, base / f"emb_{encoder}", args.epochs,
+                                  None if args.nnunet_model is None else str(args.nnunet_model))
             costs.append({"dataset": name, "encoder": encoder, "images": len(table), **cost})
             print(costs[-1], flush=True)
             emb = load_embeddings(base / f"emb_{encoder}")
@@ -216,8 +240,12 @@ def main() -> None:
             for subset in ("all", *TYPES):
                 for fraction, eta in [(2 / 3, None), *[(None, e) for e in args.etas]]:
                     for k in args.clusters:
-                        rows.append({"dataset": name, "encoder": encoder,
-                                     **evaluate(emb, table, subset, fraction, eta, k or None, args.epsilon)})
+                        for probes in args.probes:
+                            if k == 1 and probes > 1:
+                                continue  # one cluster: nothing to probe
+                            for seed in args.kmeans_seeds:
+                                rows.append({"dataset": name, "encoder": encoder, **evaluate(
+                                    emb, table, subset, fraction, eta, k or None, args.epsilon, probes, seed)})
     results = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     results.to_csv(args.out / "results.csv", index=False, float_format="%.4f")

@@ -2,10 +2,12 @@
 retrained with the EVA harness, test accuracy and NormDEL side by side.
 
 1. Train one classifier on the full training split (the 100 % reference; its penultimate features are
-   one of the two MedDEL embeddings).
-2. Embed the training images twice: training-free intensities and the classifier's features.
+   one of the MedDEL embeddings).
+2. Embed the training images (``--encoders``): training-free intensities, the classifier's features and
+   the training-free ``vlad`` copy-detection descriptor (fitted on the training images, ``vlad.npz``).
 3. For each fraction and seed: MedDEL keep-lists (target-fraction mode) from each embedding, and a
-   random subset of the same size; retrain each with the full run's settings (``epochs`` schedule).
+   random subset of the size of the first embedding's list; retrain each with the full run's settings
+   (``epochs`` schedule).
 4. Write ``results.csv`` / ``results.md`` (test accuracy in % of the final model and of the
    best-validation model, NormDEL x 100 of each at the actual kept fraction, alpha = 1; mean ± sample
    std over the seeds).
@@ -26,6 +28,7 @@ import pandas as pd
 
 from nnunet_diet.core.normdel import normdel
 from nnunet_diet.embed.encoders import IntensityEncoder, MedmnistEncoder
+from nnunet_diet.embed.vlad import VladConfig, VladEncoder, fit_vlad
 from nnunet_diet.embed.run import embed
 from nnunet_diet.embed.sources import NpzImages
 from nnunet_diet.embed.store import load_embeddings
@@ -48,6 +51,8 @@ def main() -> None:
     p.add_argument("--layers", type=int, nargs=4, default=[1, 1, 1, 1])
     p.add_argument("--stem-stride", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--encoders", nargs="+", default=["intensities", "classifier", "vlad"],
+                   choices=("intensities", "classifier", "vlad"), help="MedDEL embeddings (the first sizes random)")
     args = p.parse_args()
 
     data = read_npz(args.npz)
@@ -58,12 +63,13 @@ def main() -> None:
     rows = [{"method": "full", "target": 1.0, "fraction": 1.0, "n_kept": full.n_train, "seed": 0, "eta": np.nan,
              "test_acc_final": full.final_test_acc, "test_acc_best": full.best_test_acc}]
     source = NpzImages(args.npz)
-    encoders = {"meddel-intensities": IntensityEncoder(16), "meddel-classifier": MedmnistEncoder(full_dir)}
+    make = {"intensities": lambda folder: IntensityEncoder(16), "classifier": lambda folder: MedmnistEncoder(full_dir),
+            "vlad": lambda folder: VladEncoder(fit_vlad(source, folder, VladConfig(), progress=False))}
     embeddings = {}
-    for name, encoder in encoders.items():
-        folder = args.out / f"emb_{name}"
+    for encoder in args.encoders:
+        name, folder = f"meddel-{encoder}", args.out / f"emb_meddel-{encoder}"
         if not (folder / "embeddings.npy").is_file():
-            embed(source, encoder, folder, progress=False)
+            embed(source, make[encoder](folder), folder, progress=False)
         embeddings[name] = load_embeddings(folder)
     n = len(data.train)
     for seed in args.seeds:
@@ -72,7 +78,7 @@ def main() -> None:
             for name, emb in embeddings.items():
                 result = run_meddel(emb, fraction=fraction, seed=seed)
                 picks[name] = (emb.ids[result.keep].astype(np.int64), result.eta)
-            size = len(picks["meddel-intensities"][0])
+            size = len(picks[f"meddel-{args.encoders[0]}"][0])
             picks["random"] = (np.sort(np.random.default_rng(seed).choice(n, size, replace=False)), np.nan)
             for method, (ids, eta) in picks.items():
                 coreset = Coreset(method, fraction, seed, np.sort(ids))

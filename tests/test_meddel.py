@@ -11,7 +11,7 @@ import pytest
 
 from nnunet_diet.cli.main import main
 from nnunet_diet.core.errors import DietError
-from nnunet_diet.core.meddel import dedup, dedup_to_fraction, l2_normalise
+from nnunet_diet.core.meddel import dedup, dedup_to_fraction, l2_normalise, probe_clusters
 from nnunet_diet.embed.cluster import kmeans
 from nnunet_diet.embed.store import Embeddings, load_embeddings
 from nnunet_diet.embed.table import run_meddel
@@ -78,6 +78,65 @@ def test_greedy_matches_a_brute_force_reference_for_any_block_and_visit_order(pl
         np.testing.assert_allclose(small.max_similarity, ref.max_similarity, atol=1e-5)
 
 
+def _probe_reference(x, labels, near, eta, distance, epsilon=None):
+    """One greedy pass in the global order (clusters in turn, closest first): a sample goes when an
+    earlier kept one it may be compared with (either's cluster among the other's probes) exceeds eta,
+    or when it is farther than epsilon from its centroid."""
+    order = np.lexsort((np.arange(len(x)), distance, labels))
+    kept = []
+    for i in order:
+        if epsilon is not None and distance[i] > epsilon:
+            continue
+        ok = [j for j in kept if labels[j] in near[i] or labels[i] in near[j]]
+        if not ok or (x[ok] @ x[i]).max() <= eta:
+            kept.append(i)
+    keep = np.zeros(len(x), bool)
+    keep[kept] = True
+    return keep
+
+
+def test_probes_match_a_brute_force_reference_and_one_probe_is_the_paper(planted):
+    x = _unit(load_embeddings(planted[0]))
+    labels, centroids = kmeans(x, 12, seed=2)
+    paper = dedup(x, labels, centroids, 0.9, epsilon=None)
+    np.testing.assert_array_equal(dedup(x, labels, centroids, 0.9, epsilon=None, probes=1).keep, paper.keep)
+    for probes in (2, 3):
+        near = probe_clusters(x, labels, centroids, probes)
+        assert (near[:, 0] == labels).all() and all(len(set(r)) == probes for r in near)
+        expect = _probe_reference(x, labels, near, 0.9, paper.distance)
+        for block in (1024, 7):
+            result = dedup(x, labels, centroids, 0.9, epsilon=None, probes=probes, block=block)
+            np.testing.assert_array_equal(result.keep, expect)
+            assert result.probes == probes
+            gone = np.flatnonzero(~result.keep)  # every removed sample names a kept one above eta
+            assert result.keep[result.duplicate_of[gone]].all()
+            np.testing.assert_array_less(0.9, np.einsum("ij,ij->i", x[gone], x[result.duplicate_of[gone]]) + 1e-6)
+        assert expect.sum() < paper.keep.sum()  # more pairs compared: more removed at the same eta
+        far = np.quantile(paper.distance, 0.8)  # with the epsilon filter removing a fifth
+        result = dedup(x, labels, centroids, 0.9, epsilon=far, probes=probes)
+        np.testing.assert_array_equal(result.keep, _probe_reference(x, labels, near, 0.9, paper.distance, far))
+        assert (result.reason[paper.distance > far] == "epsilon").all()
+
+
+def test_probes_find_pairs_that_kmeans_split(planted):
+    """Each planted copy moved to the cluster of its second-nearest centroid: one cluster per sample
+    (the paper) keeps both members of every such pair; two probes remove one of each."""
+    x = _unit(load_embeddings(planted[0]))
+    labels, centroids = kmeans(x, 8, seed=0)
+    copies = planted[1]
+    for copy in copies:
+        labels[copy] = probe_clusters(x[[copy]], labels[[copy]], centroids, 2)[0, 1]
+    paper = dedup(x, labels, centroids, 0.98, epsilon=None)
+    probed = dedup(x, labels, centroids, 0.98, epsilon=None, probes=2)
+    for copy, original in copies.items():
+        assert paper.keep[copy] and paper.keep[original]
+        assert probed.keep[copy] + probed.keep[original] == 1
+        assert {int(probed.duplicate_of[copy if not probed.keep[copy] else original])} <= {copy, original}
+    assert probed.keep.sum() == N_REAL
+    fraction = dedup_to_fraction(x, labels, centroids, N_REAL / len(x), epsilon=None, probes=2, tolerance=0.001)
+    assert fraction.probes == 2 and abs(fraction.fraction - N_REAL / len(x)) <= 1 / len(x)
+
+
 @pytest.mark.parametrize("backend", ["faiss", "sklearn"])
 @pytest.mark.parametrize("fraction", [0.05, 0.2, 0.5, 1.0])
 def test_target_fraction_lands_within_tolerance(planted, fraction, backend):
@@ -123,6 +182,11 @@ def test_clear_errors(planted, tmp_path, capsys):
     for fraction in (0.0, 1.5, -0.2):
         with pytest.raises(DietError, match=r"\(0, 1\]"):
             dedup_to_fraction(x, labels, centroids, fraction)
+    for probes in (0, 5):
+        with pytest.raises(DietError, match=r"probes must be in \[1, 4\]"):
+            dedup(x, labels, centroids, 0.9, probes=probes)
+    assert main(["meddel", str(planted[0]), "--fraction", "0.5", "--clusters", "4", "--probes", "0"]) == 2
+    assert "probes must be in [1, 4]" in capsys.readouterr().err
     with pytest.raises(DietError, match="below one sample per cluster"):
         dedup_to_fraction(x, labels, centroids, 0.001, epsilon=None)
     np.savez(tmp_path / "nan.npz", ids=np.arange(3), embeddings=np.array([[1, 0], [np.nan, 1], [0, 1.0]]))

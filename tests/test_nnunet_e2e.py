@@ -332,6 +332,12 @@ def test_meddel_embeds_preprocessed_cases_with_the_trained_encoder(trained, tmp_
     labels = root / "raw" / DATASET / "labelsTr"
     assert list(emb.ids) == sorted(p.name.removesuffix(".nii.gz") for p in labels.iterdir())
     assert emb.meta["source"] == "nnunet"
+    # the raw dataset through nnU-Net's own inference preprocessing with the model's plans: the same vectors
+    _run([BIN / "nnunet-diet", "embed", "--raw", root / "raw" / DATASET, "--source", "nnunet", "--model", model,
+          "--fold", "0", "-o", tmp_path / "emb_raw", "--no-progress", "--dtype", "float32"], _env(root))
+    raw = load_embeddings(tmp_path / "emb_raw")
+    assert list(raw.ids) == list(emb.ids) and raw.meta["input"] == "raw, nnU-Net preprocessing"
+    np.testing.assert_allclose(raw.vectors, emb.vectors, rtol=1e-3, atol=1e-4)
     _run([BIN / "nnunet-diet", "meddel", tmp_path / "emb", "--fraction", "0.5", "-o", tmp_path / "keep.csv"],
          _env(root))
     keep = pd.read_csv(tmp_path / "keep.csv")

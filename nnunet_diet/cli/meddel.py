@@ -43,11 +43,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--images", type=Path, help="folder of PNG / JPEG / TIFF images (ids: relative paths)")
     p.add_argument("--split", default="train", help="split of --npz (default train)")
     p.add_argument("--source", choices=SOURCES, default="intensities",
-                   help="intensities (training-free, default), nnunet (trained model folder), medmnist (EVA "
+                   help="intensities (training-free, default), nnunet (trained model folder; raw images go through "
+                        "nnU-Net's preprocessing with its plans), medmnist (EVA "
                         "harness run folder), torch (TorchScript / saved module file), contrastive / mae (a "
                         "self-supervised encoder trained on these images, saved as OUT/encoder.pt), vlad "
                         "(training-free multi-scale patch VLAD fitted on these images, saved as OUT/vlad.npz: "
-                        "finds zoomed, cropped and mirrored copies)")
+                        "finds zoomed, cropped and mirrored copies; 2D images only)")
     p.add_argument("--model", type=Path, help="model folder / run folder / module file for the chosen source; "
                    "contrastive / mae: an encoder.pt to reuse instead of training; vlad: a vlad.npz to reuse")
     p.add_argument("--grid", type=int, default=16, help="intensities: samples per spatial axis (default 16)")
@@ -94,6 +95,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--visit", choices=VISITS, default="closest",
                    help="closest (default, the paper's prose: keep the member nearer the centroid) or "
                         "farthest (the paper's pseudocode)")
+    p.add_argument("--probes", type=int, default=1,
+                   help="compare each sample with the kept members of its own cluster (1, default: the paper) "
+                        "or also of the clusters of its P-1 next-nearest centroids (finds pairs k-means split)")
     p.add_argument("--tolerance", type=float, default=0.005, help="target mode: |kept - target| allowed (0.005)")
     p.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
     p.add_argument("--kmeans", choices=BACKENDS, default=None, help="k-means backend (default: faiss when "
@@ -177,7 +181,13 @@ def run_embed(args: argparse.Namespace) -> int:
 
     check_output(args.output, inputs=[args.npz, args.raw, args.preprocessed, args.images], folder=True)
     source = _source(args)
-    out = embed(source, _encoder(args, source), args.output, batch_size=args.batch_size, dtype=args.dtype,
+    encoder = _encoder(args, source)
+    if args.source == "nnunet" and not args.preprocessed:  # raw images: nnU-Net's preprocessing with the model's plans
+        from ..embed.encoders import NnunetRawCases
+
+        source = NnunetRawCases(source, encoder)
+        encoder.signature = {**encoder.signature, "input": "raw, nnU-Net preprocessing"}
+    out = embed(source, encoder, args.output, batch_size=args.batch_size, dtype=args.dtype,
                 resume=args.resume, progress=args.progress)
     if out is not None:
         print(f"wrote {out / 'embeddings.npy'}")
@@ -193,11 +203,13 @@ def run_meddel_cmd(args: argparse.Namespace) -> int:
         check_output(args.output, inputs=[args.embeddings])
     emb = load_embeddings(args.embeddings)
     result = run_meddel(emb, fraction=args.fraction, eta=args.eta, clusters=args.clusters, epsilon=args.epsilon,
-                        visit=args.visit, tolerance=args.tolerance, seed=args.seed, backend=args.kmeans)
+                        visit=args.visit, tolerance=args.tolerance, seed=args.seed, backend=args.kmeans,
+                        probes=args.probes)
     table = keep_table(result, emb.ids, centre_of(list(emb.ids), args.centres))
     target = f", target {100 * result.target:g} % ({result.passes} passes)" if result.target is not None else ""
     print(f"kept {result.n_kept} of {len(table)} ({100 * result.fraction:.2f} %) at eta {result.eta:.4f}, "
-          f"{result.n_clusters} clusters, epsilon {result.epsilon}{target}")
+          f"{result.n_clusters} clusters{'' if result.probes == 1 else f' ({result.probes} probed per sample)'}, "
+          f"epsilon {result.epsilon}{target}")
     if "centre" in table.columns:
         print(centre_summary(table).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.output:

@@ -15,6 +15,13 @@ eta drop one of the two; eta sets the retained fraction (0.9 / 0.85 / 0.8 / 0.75
 - :func:`dedup_to_fraction`: bisection on eta until the kept fraction is within a tolerance of a target
   (the paper's 5 / 10 / 20 / 33 / 50 %). k-means runs once outside; only the greedy pass is repeated.
 
+Option ``probes = P > 1`` (not in the paper; default 1 = the paper): k-means splits some near-duplicate
+pairs across a cluster boundary, and the within-cluster pass never compares them. As in an inverted-file
+index searched with several probes (Jegou et al., PAMI 2011, IVFADC; faiss ``nprobe``), each sample
+is also compared with the kept members of the clusters of its ``P - 1`` next-nearest centroids, and
+(symmetrically) with kept members that have its cluster among theirs. The pass stays one greedy pass
+in one global order (clusters in turn, members in visit order); with P = 1 it is the paper's.
+
 Distances to the centroid are cosine distances ``1 - cos(x, c)`` in [0, 2] (the paper names no
 distance; with unit embeddings this is half the squared Euclidean distance to the unit centroid).
 """
@@ -27,8 +34,8 @@ import numpy as np
 
 from .errors import DietError
 
-__all__ = ["VISITS", "MedDELResult", "l2_normalise", "check_embeddings", "centroid_distances", "dedup",
-           "dedup_to_fraction"]
+__all__ = ["VISITS", "MedDELResult", "l2_normalise", "check_embeddings", "centroid_distances", "probe_clusters",
+           "dedup", "dedup_to_fraction"]
 
 VISITS = ("closest", "farthest")
 ROW_BLOCK = 65536  # rows per block of the row-wise passes: bounded temporary memory on large embedding files
@@ -40,8 +47,9 @@ class MedDELResult:
 
     ``reason`` is ``kept``, ``duplicate`` (similarity to a kept member > eta) or ``epsilon`` (farther
     than epsilon from its centroid). ``max_similarity`` is the largest cosine similarity to a kept
-    member visited earlier in the same cluster (NaN for the first kept member of a cluster and for
-    epsilon-removed members); ``duplicate_of`` is the row of that member (-1 when none).
+    member visited earlier in the same cluster (with ``probes > 1``: or in a probed neighbouring cluster;
+    NaN for the first kept member of a cluster and for epsilon-removed members); ``duplicate_of`` is the
+    row of that member (-1 when none).
     """
 
     keep: np.ndarray
@@ -55,6 +63,7 @@ class MedDELResult:
     n_clusters: int
     target: float | None = None
     passes: int = 1
+    probes: int = 1
 
     @property
     def n_kept(self) -> int:
@@ -106,7 +115,22 @@ def centroid_distances(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray)
     return out
 
 
-def _check_inputs(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray, visit: str, block: int) -> None:
+def probe_clusters(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray, probes: int) -> np.ndarray:
+    """``N x probes`` cluster indices: each row's own cluster, then the ``probes - 1`` other centroids of
+    highest cosine similarity (nearest first)."""
+    c = np.asarray(centroids, dtype=np.float32)
+    c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+    out = np.empty((len(x), probes), dtype=np.int64)
+    for start in range(0, len(x), ROW_BLOCK):
+        rows = slice(start, start + ROW_BLOCK)
+        sims = x[rows] @ c.T
+        sims[np.arange(len(sims)), labels[rows]] = np.inf  # own cluster first
+        out[rows] = np.argsort(-sims, axis=1, kind="stable")[:, :probes]
+    return out
+
+
+def _check_inputs(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray, visit: str, block: int,
+                  probes: int = 1) -> None:
     if x.ndim != 2 or x.shape[0] == 0:
         raise DietError(f"MedDEL needs a non-empty samples x dimensions matrix, got shape {x.shape}")
     if labels.shape != (len(x),):
@@ -119,16 +143,19 @@ def _check_inputs(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray, visi
         raise DietError(f"visit must be one of {', '.join(VISITS)}, got {visit!r}")
     if block < 1:
         raise DietError(f"block must be >= 1, got {block}")
+    if not 1 <= probes <= len(centroids):
+        raise DietError(f"probes must be in [1, {len(centroids)}] (the number of clusters), got {probes}")
 
 
-def _greedy_cluster(xs: np.ndarray, eta: float, block: int, first_tile: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _greedy_cluster(xs: np.ndarray, eta: float, block: int, first_tile: np.ndarray | None = None,
+                    prior: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Greedy pass over the rows of ``xs`` in order: a row is kept unless its similarity to an earlier
-    kept row exceeds ``eta``. Returns (keep, max similarity to an earlier kept row, that row or -1, the
-    similarity tile of the first block, which does not depend on eta and may be passed back in)."""
+    kept row exceeds ``eta`` (or ``prior``, its largest similarity to kept rows outside ``xs``, does).
+    Returns (keep, max similarity to an earlier kept row, that row or -1 (also when the maximum is the
+    prior's), the similarity tile of the first block, which does not depend on eta and may be passed back in)."""
     n = len(xs)
     keep = np.zeros(n, dtype=bool)
-    best = np.full(n, -np.inf, dtype=np.float32)
+    best = np.full(n, -np.inf, dtype=np.float32) if prior is None else prior.astype(np.float32, copy=True)
     arg = np.full(n, -1, dtype=np.int64)
     kept = np.empty(n, dtype=np.int64)  # kept rows so far, in visit order
     n_kept = 0
@@ -176,6 +203,7 @@ def dedup(
     epsilon: float | None = 0.9,
     visit: str = "closest",
     block: int = 1024,
+    probes: int = 1,
 ) -> MedDELResult:
     """MedDEL at a fixed similarity threshold ``eta`` (paper 002, MedDEL step 2-3).
 
@@ -189,17 +217,23 @@ def dedup(
         visit: ``closest`` (default, the paper's prose: the member nearer the centroid survives) or
             ``farthest`` (the paper's pseudocode).
         block: tile size of the similarity computation (memory ~ 4 * block^2 bytes per tile).
+        probes: 1 (the paper: pairs are compared inside a cluster only) or P > 1: also with the kept
+            members of the clusters of the P - 1 next-nearest centroids, and of members that probe this
+            cluster (module docstring).
     """
     labels = np.asarray(labels, dtype=np.int64)
-    _check_inputs(x, labels, np.asarray(centroids), visit, block)
+    _check_inputs(x, labels, np.asarray(centroids), visit, block, probes)
     if not -1.0 <= eta <= 1.0:
         raise DietError(f"eta is a cosine similarity threshold in [-1, 1], got {eta}")
-    return _run(x, labels, centroids, float(eta), epsilon, visit, block, _plan(x, labels, centroids, epsilon, visit))
+    return _run(x, labels, centroids, float(eta), epsilon, visit, block,
+                _plan(x, labels, centroids, epsilon, visit, probes))
 
 
 def _plan(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray, epsilon: float | None,
-          visit: str) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    """eta-independent part: distances, and per cluster the surviving members in visit order."""
+          visit: str, probes: int = 1) -> tuple:
+    """eta-independent part: distances, per cluster the surviving members in visit order, the epsilon
+    survivors and, with ``probes > 1``, each row's probed clusters and per cluster the survivors of
+    other clusters that probe it."""
     if epsilon is not None and not 0.0 <= epsilon <= 2.0:
         raise DietError(f"epsilon is a cosine distance in [0, 2] (or None: off), got {epsilon}")
     distance = centroid_distances(x, labels, centroids)
@@ -209,17 +243,51 @@ def _plan(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray, epsilon: flo
     order = order[within[order]]
     bounds = np.searchsorted(labels[order], np.arange(len(centroids) + 1))
     members = [order[bounds[k] : bounds[k + 1]] for k in range(len(centroids))]
-    return distance, [m for m in members if len(m)], within
+    members = [m for m in members if len(m)]
+    if probes == 1:
+        return distance, members, within, None, None
+    near = probe_clusters(x, labels, centroids, probes)
+    live = np.flatnonzero(within)
+    rows, cols = np.repeat(live, probes - 1), near[live, 1:].ravel()
+    by_cluster = np.argsort(cols, kind="stable")
+    cuts = np.searchsorted(cols[by_cluster], np.arange(len(centroids) + 1))
+    incoming = [rows[by_cluster[cuts[k] : cuts[k + 1]]] for k in range(len(centroids))]
+    return distance, members, within, near, incoming
+
+
+def _prior(x: np.ndarray, rows: np.ndarray, cluster: int, keep: np.ndarray, labels: np.ndarray,
+           near: np.ndarray, incoming: list[np.ndarray], block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Largest similarity of each of ``rows`` (one cluster) to a kept member of an earlier cluster it may
+    be compared with (that member's cluster among its probes, or this cluster among the member's), and
+    that member's row (-1 when none)."""
+    best = np.full(len(rows), -np.inf, dtype=np.float32)
+    arg = np.full(len(rows), -1, dtype=np.int64)
+    probed = np.unique(near[rows, 1:])
+    cand = np.union1d(np.flatnonzero(keep & np.isin(labels, probed)), incoming[cluster][keep[incoming[cluster]]])
+    if not len(cand):
+        return best, arg
+    into = np.isin(cand, incoming[cluster])  # these probe this cluster: comparable with every member
+    for start in range(0, len(rows), block):
+        part = rows[start : start + block]
+        for t in range(0, len(cand), block):
+            other = cand[t : t + block]
+            allowed = into[t : t + block][None, :] | (near[part, 1:, None] == labels[other][None, None, :]).any(1)
+            sims = np.where(allowed, np.minimum(x[part] @ x[other].T, 1.0), -np.inf)
+            j = sims.argmax(axis=1)
+            top = sims[np.arange(len(part)), j]
+            better = top > best[start : start + len(part)]
+            best[start : start + len(part)][better] = top[better]
+            arg[start : start + len(part)][better] = other[j[better]]
+    return best, arg
 
 
 def _run(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray, eta: float, epsilon: float | None, visit: str,
-         block: int, plan: tuple[np.ndarray, list[np.ndarray], np.ndarray],
-         limits: tuple[float, float] = (np.inf, np.inf), cache: dict | None = None,
+         block: int, plan: tuple, limits: tuple[float, float] = (np.inf, np.inf), cache: dict | None = None,
          cache_bytes: int = 0) -> MedDELResult | str:
     """One greedy pass at ``eta``. ``limits = (kept, removed)``: stop as soon as more samples than
     these are kept (returns ``"high"``) or removed (``"low"``): the bisection then knows the direction.
     ``cache`` keeps each cluster's first similarity tile between passes, up to ``cache_bytes`` in all."""
-    distance, members, within = plan
+    distance, members, within, near, incoming = plan
     n = len(x)
     keep = np.zeros(n, dtype=bool)
     max_sim = np.full(n, np.nan, dtype=np.float32)
@@ -227,20 +295,23 @@ def _run(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray, eta: float, e
     n_kept, n_removed = 0, int(n - within.sum())
     cached = sum(t.nbytes for t in cache.values()) if cache is not None else 0
     for c, rows in enumerate(members):
+        prior, prior_arg = (None, None) if near is None else \
+            _prior(x, rows, int(labels[rows[0]]), keep, labels, near, incoming, block)
         k, sim, arg, tile = _greedy_cluster(np.ascontiguousarray(x[rows], dtype=np.float32), eta, block,
-                                            None if cache is None else cache.get(c))
+                                            None if cache is None else cache.get(c), prior)
         if cache is not None and c not in cache and cached + tile.nbytes <= cache_bytes:
             cache[c] = tile
             cached += tile.nbytes
         keep[rows] = k
         max_sim[rows] = sim
-        dup_of[rows] = np.where(arg >= 0, rows[np.maximum(arg, 0)], -1)
+        dup_of[rows] = np.where(arg >= 0, rows[np.maximum(arg, 0)], -1 if prior_arg is None else prior_arg)
         n_kept += int(k.sum())
         n_removed += int(len(k) - k.sum())
         if n_kept > limits[0] or n_removed > limits[1]:
             return "high" if n_kept > limits[0] else "low"
     reason = np.where(keep, "kept", np.where(within, "duplicate", "epsilon"))
-    return MedDELResult(keep, labels, distance, max_sim, dup_of, reason, eta, epsilon, len(centroids))
+    return MedDELResult(keep, labels, distance, max_sim, dup_of, reason, eta, epsilon, len(centroids),
+                        probes=1 if near is None else near.shape[1])
 
 
 def dedup_to_fraction(
@@ -255,6 +326,7 @@ def dedup_to_fraction(
     block: int = 1024,
     max_passes: int = 40,
     cache_mb: float = 1024,
+    probes: int = 1,
 ) -> MedDELResult:
     """MedDEL at the eta whose kept fraction is within ``tolerance`` of ``fraction`` (bisection).
 
@@ -264,15 +336,15 @@ def dedup_to_fraction(
     says how close; the greedy count is not strictly monotone in eta, so an exact hit is not guaranteed).
     A pass is abandoned as soon as its kept or removed count leaves the tolerance band, so passes far
     from the target cost a fraction of a full one, and each cluster's first ``block x block`` similarity
-    tile (independent of eta) is kept between passes up to ``cache_mb`` megabytes.
+    tile (independent of eta) is kept between passes up to ``cache_mb`` megabytes. ``probes``: as :func:`dedup`.
     """
     labels = np.asarray(labels, dtype=np.int64)
-    _check_inputs(x, labels, np.asarray(centroids), visit, block)
+    _check_inputs(x, labels, np.asarray(centroids), visit, block, probes)
     if not 0.0 < fraction <= 1.0 or not np.isfinite(fraction):
         raise DietError(f"target fraction must be in (0, 1], got {fraction}")
     if not 0.0 < tolerance < 1.0:
         raise DietError(f"tolerance must be in (0, 1), got {tolerance}")
-    plan = _plan(x, labels, centroids, epsilon, visit)
+    plan = _plan(x, labels, centroids, epsilon, visit, probes)
     n = len(x)
     ceiling = int(plan[2].sum()) / n
     if ceiling < fraction - max(tolerance, 1.0 / n):
@@ -305,4 +377,4 @@ def dedup_to_fraction(
                     cache_bytes=cache_bytes)
         passes += 1
     return MedDELResult(best.keep, best.cluster, best.distance, best.max_similarity, best.duplicate_of,
-                        best.reason, best.eta, epsilon, best.n_clusters, fraction, passes)
+                        best.reason, best.eta, epsilon, best.n_clusters, fraction, passes, best.probes)

@@ -4,7 +4,8 @@ on resume).
 
 - :class:`IntensityEncoder`: training-free baseline (area-down-sampled intensities, z-scored per image).
 - :class:`TorchEncoder`: any torch module or TorchScript file (the hook for the paper's MAE ViT-B).
-- :class:`NnunetEncoder`: global-average-pooled deepest encoder stage of a trained nnU-Net model.
+- :class:`NnunetEncoder`: global-average-pooled deepest encoder stage of a trained nnU-Net model
+  (:class:`NnunetRawCases` feeds it raw images through nnU-Net's own inference preprocessing).
 - :class:`MedmnistEncoder`: penultimate (pooled) features of a classifier trained by the EVA harness.
 """
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 
 from ..core.errors import DietError
 
-__all__ = ["IntensityEncoder", "TorchEncoder", "NnunetEncoder", "MedmnistEncoder"]
+__all__ = ["IntensityEncoder", "TorchEncoder", "NnunetEncoder", "NnunetRawCases", "MedmnistEncoder"]
 
 
 def _zscore(x: torch.Tensor) -> torch.Tensor:
@@ -110,7 +111,8 @@ class NnunetEncoder:
     ``nnUNetPredictor.initialize_from_trained_model_folder`` (any trainer, e.g. nnUNetTrainerDAD); each
     preprocessed case is centre-cropped / zero-padded to the configuration's patch size (one patch, no
     sliding window: a case-level descriptor, not a segmentation). nnunet-diet's trainer folder is added to
-    ``nnUNet_extTrainer`` so that models of ``nnUNetTrainerDAD`` and its variants load."""
+    ``nnUNet_extTrainer`` so that models of ``nnUNetTrainerDAD`` and its variants load. 2D cases may
+    keep nnU-Net's singleton slice axis (``C x 1 x H x W``, as preprocessed 2D data is stored)."""
 
     def __init__(self, model_folder: str | Path, fold: int | str = 0, checkpoint: str = "checkpoint_final.pth",
                  device: str | None = None) -> None:
@@ -133,11 +135,26 @@ class NnunetEncoder:
             raise DietError(f"{folder}: network {type(network).__name__} has no 'encoder' (needs a "
                             "dynamic_network_architectures U-Net)")
         self.encoder = network.encoder.to(self.device).eval()
+        self.predictor = predictor
         self.patch = [int(p) for p in predictor.configuration_manager.patch_size]
         self.signature = {"source": "nnunet", "model": str(folder.resolve()), "fold": str(fold),
                           "checkpoint": checkpoint, "patch": self.patch}
 
+    def preprocess(self, data: np.ndarray, properties: dict, where: str) -> np.ndarray:
+        """nnU-Net's inference preprocessing of one raw case ``C x spatial`` (2D: ``C x 1 x H x W``) with the
+        model's plans, as ``nnUNetv2_predict`` does: crop to non-zero, normalise, resample to the
+        configuration's spacing."""
+        p = self.predictor
+        channels = len(p.dataset_json.get("channel_names", p.dataset_json.get("modality", {})))
+        if data.shape[0] != channels:
+            raise DietError(f"{where}: {data.shape[0]} channel(s), the nnU-Net model takes {channels}")
+        pre = p.configuration_manager.preprocessor_class(verbose=False)
+        return pre.run_case_npy(data, None, dict(properties), p.plans_manager, p.configuration_manager,
+                                p.dataset_json)[0]
+
     def _centre(self, image: np.ndarray) -> torch.Tensor:
+        if len(self.patch) == 2 and image.ndim == 4 and image.shape[1] == 1:
+            image = image[:, 0]  # nnU-Net keeps 2D cases as C x 1 x H x W
         if image.ndim - 1 != len(self.patch):
             raise DietError(f"case has {image.ndim - 1} spatial axes, the model's patch is {self.patch}")
         t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
@@ -152,6 +169,29 @@ class NnunetEncoder:
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
         x = torch.cat([self._centre(im) for im in images]).to(self.device)
         return _pool(self.encoder(x)[-1].float()).cpu().numpy()
+
+
+class NnunetRawCases:
+    """A raw source (an nnU-Net raw dataset, an image folder or an ``.npz``) seen through nnU-Net's own
+    inference preprocessing with the plans of an :class:`NnunetEncoder`'s model, so ``--source nnunet``
+    takes raw images as the model was trained on them. Spacing: the reader's for a raw dataset; 2D images
+    otherwise get nnU-Net's natural-image spacing (999, 1, 1), 3D ones 1 mm."""
+
+    def __init__(self, source, encoder: NnunetEncoder) -> None:
+        self.source, self.encoder, self.ids = source, encoder, source.ids
+
+    def load(self, row: int) -> np.ndarray:
+        read = getattr(self.source, "read", None)
+        if read is not None:  # nnU-Net raw dataset: data and spacing from nnU-Net's reader
+            data, properties = read(row)
+        else:
+            image = self.source.load(row)
+            data, properties = (image[:, None], {"spacing": (999.0, 1.0, 1.0)}) if image.ndim == 3 else \
+                (image, {"spacing": (1.0,) * (image.ndim - 1)})
+        return self.encoder.preprocess(data, properties, self.source.where(row))
+
+    def where(self, row: int) -> str:
+        return self.source.where(row)
 
 
 class MedmnistEncoder:

@@ -67,9 +67,13 @@ class RawImages:
         self._files = [cases[i]["images"] for i in self.ids]
         self._reader = determine_reader_writer_from_dataset_json(meta, self._files[0][0], verbose=False)()
 
+    def read(self, row: int) -> tuple[np.ndarray, dict]:
+        """nnU-Net's reader output: ``C x spatial`` float32 (2D: ``C x 1 x H x W``) and its properties (spacing)."""
+        data, properties = self._reader.read_images(self._files[row])
+        return np.asarray(data, dtype=np.float32), properties
+
     def load(self, row: int) -> np.ndarray:
-        data, _ = self._reader.read_images(self._files[row])
-        return np.asarray(data, dtype=np.float32)
+        return self.read(row)[0]
 
     def where(self, row: int) -> str:
         return str(self._files[row][0])

@@ -18,9 +18,10 @@ __all__ = ["run_meddel", "keep_table", "centre_summary"]
 def run_meddel(emb: Embeddings, *, fraction: float | None = None, eta: float | None = None,
                clusters: int | None = None, epsilon: float | None = 0.9, visit: str = "closest",
                tolerance: float = 0.005, seed: int = 0, block: int = 1024,
-               backend: str | None = None) -> MedDELResult:
+               backend: str | None = None, probes: int = 1) -> MedDELResult:
     """MedDEL on ``emb``: exactly one of ``fraction`` (target kept fraction, eta by bisection) or ``eta``;
-    ``backend``: k-means backend (see :func:`~nnunet_diet.embed.cluster.kmeans`)."""
+    ``backend``: k-means backend (see :func:`~nnunet_diet.embed.cluster.kmeans`); ``probes``: clusters
+    each sample is compared in (1: its own, the paper; see :func:`~nnunet_diet.core.meddel.dedup`)."""
     if (fraction is None) == (eta is None):
         raise DietError("give either a target fraction or a fixed eta, not both / neither")
     x = l2_normalise(emb.vectors, str(emb.path))
@@ -29,7 +30,7 @@ def run_meddel(emb: Embeddings, *, fraction: float | None = None, eta: float | N
         raise DietError(f"{emb.path}: meta.json says {d}-d embeddings, the matrix has {x.shape[1]} columns")
     labels, centroids = kmeans(x, default_clusters(len(x)) if clusters is None else clusters, seed=seed,
                                backend=backend)
-    common = dict(epsilon=epsilon, visit=visit, block=block)
+    common = dict(epsilon=epsilon, visit=visit, block=block, probes=probes)
     if fraction is not None:
         return dedup_to_fraction(x, labels, centroids, fraction, tolerance=tolerance, **common)
     return dedup(x, labels, centroids, eta, **common)
