@@ -90,11 +90,10 @@ class ViewsEncoder:
 
         if image.ndim != 3:
             raise BadImage(index, f"views takes 2D images; got {image.ndim - 1} spatial axes")
-
         t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).mean(0)[None, None]
         size = (self.config.base, self.config.base)
-        small = t.shape[-2] >= size[0] and t.shape[-1] >= size[1]
-        t = F.interpolate(t, size=size, mode="area") if small else \
+        shrink = t.shape[-2] >= size[0] and t.shape[-1] >= size[1]
+        t = F.interpolate(t, size=size, mode="area") if shrink else \
             F.interpolate(t, size=size, mode="bilinear", align_corners=False)
         return t[0, 0].numpy()
 
