@@ -12,7 +12,8 @@ From real images (Kvasir-SEG colonoscopy frames, an image folder; PneumoniaMNIST
 plus ``5 x m`` unrelated images (an equal number). The images are written to disk (PNG folder / npz)
 and embedded as a user would: the training-free intensities, the self-supervised ``contrastive`` and
 ``mae`` encoders trained on the planted set itself, the training-free ``vlad`` copy-detection
-descriptor fitted on it, (PneumoniaMNIST, ``classifier``) the EVA harness classifier's features, and
+descriptor fitted on it, the training-free ``views`` zoom search (each image with its zoomed-in crops),
+(PneumoniaMNIST, ``classifier``) the EVA harness classifier's features, and
 (polyp, ``nnunet``) the pooled deepest encoder stage of a trained 2D nnU-Net (``--nnunet-model``), fed
 through nnU-Net's own preprocessing after resizing the frames to ``--nnunet-size`` (the side the model
 was trained on).
@@ -133,6 +134,10 @@ def _embed_one(encoder: str, spec: str, folder: str, epochs: int, queue, nnunet_
         enc = MedmnistEncoder(run)
     elif encoder == "vlad":
         enc = VladEncoder(fit_vlad(source, folder, VladConfig(), progress=False))
+    elif encoder == "views":
+        from nnunet_diet.embed.views import ViewsEncoder
+
+        enc = ViewsEncoder()
     elif encoder == "nnunet":
         from nnunet_diet.embed.encoders import NnunetEncoder, NnunetRawCases
 
@@ -168,7 +173,7 @@ def evaluate(emb, table: pd.DataFrame, subset: str, fraction: float | None, eta:
              clusters: int | None = None, epsilon: float | None = 0.9, probes: int = 1, seed: int = 0) -> dict:
     rows = table if subset == "all" else table[(table["type"] == subset)]
     vectors = np.asarray(emb.vectors)[rows["row"].to_numpy()]
-    sub = type(emb)(emb.path, rows["row"].astype(str).to_numpy(), vectors, {})
+    sub = type(emb)(emb.path, rows["row"].astype(str).to_numpy(), vectors, {"views": emb.meta.get("views", 1)})
     result = run_meddel(sub, fraction=fraction, eta=eta, clusters=clusters, epsilon=epsilon, seed=seed,
                         probes=min(probes, clusters or len(rows)))
     removed = pd.Series(~result.keep, index=rows["row"].to_numpy())
@@ -191,7 +196,7 @@ def main() -> None:
     p.add_argument("--npz", type=Path, default=SHARED / "medmnist" / "pneumoniamnist.npz")
     p.add_argument("--pairs-per-type", type=int, nargs=2, default=[60, 100], help="m for polyp, pneumonia")
     p.add_argument("--encoders", nargs="+", default=["intensities", "contrastive", "mae"],
-                   choices=("intensities", "contrastive", "mae", "classifier", "vlad", "nnunet"))
+                   choices=("intensities", "contrastive", "mae", "classifier", "vlad", "views", "nnunet"))
     p.add_argument("--nnunet-model", type=Path, default=None,
                    help="nnunet: a trained 2D trainer__plans__configuration folder (fold 0), for the polyp frames")
     p.add_argument("--nnunet-size", type=int, default=0,

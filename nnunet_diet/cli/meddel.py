@@ -16,8 +16,9 @@ from ..core.normdel import normdel
 from ..embed.cluster import BACKENDS
 from ..embed.sslconfig import OBJECTIVES, PRESETS, SSLConfig
 from ..embed.vladconfig import VladConfig
+from ..embed.views import ViewsConfig
 
-SOURCES = ("intensities", "nnunet", "medmnist", "torch", "mae", "contrastive", "vlad")
+SOURCES = ("intensities", "nnunet", "medmnist", "torch", "mae", "contrastive", "vlad", "views")
 
 
 def _epsilon(value: str) -> float | None:
@@ -48,7 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "harness run folder), torch (TorchScript / saved module file), contrastive / mae (a "
                         "self-supervised encoder trained on these images, saved as OUT/encoder.pt), vlad "
                         "(training-free multi-scale patch VLAD fitted on these images, saved as OUT/vlad.npz: "
-                        "finds zoomed, cropped and mirrored copies; 2D images only)")
+                        "finds zoomed, cropped and mirrored copies; 2D images only), views (training-free "
+                        "zoom search: each image with its crops at 60-90 %% of each side, for zoomed copies of "
+                        "small images such as 28 x 28 MedMNIST; compare with meddel --clusters 1; 2D only)")
     p.add_argument("--model", type=Path, help="model folder / run folder / module file for the chosen source; "
                    "contrastive / mae: an encoder.pt to reuse instead of training; vlad: a vlad.npz to reuse")
     p.add_argument("--grid", type=int, default=16, help="intensities: samples per spatial axis (default 16)")
@@ -74,6 +77,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v = p.add_argument_group("vlad (see docs/meddel.md)")
     v.add_argument("--words", type=int, default=VladConfig.words, help=f"k-means words (default {VladConfig.words})")
     v.add_argument("--dim", type=int, default=VladConfig.dim, help=f"embedding dimensions (default {VladConfig.dim})")
+    w = p.add_argument_group("views (see docs/meddel.md)")
+    w.add_argument("--views-base", type=int, default=ViewsConfig.base,
+                   help=f"side images are resampled to first (default {ViewsConfig.base})")
+    w.add_argument("--views-grid", type=int, default=ViewsConfig.grid,
+                   help=f"side each view is compared at (default {ViewsConfig.grid})")
+    w.add_argument("--views-scales", type=int, default=ViewsConfig.scales,
+                   help=f"crop scales from {ViewsConfig.smin} to {ViewsConfig.smax} of each side (default "
+                        f"{ViewsConfig.scales})")
+    w.add_argument("--views-offsets", type=int, default=ViewsConfig.offsets,
+                   help=f"places per axis of each crop (default {ViewsConfig.offsets})")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
@@ -167,6 +180,11 @@ def _encoder(args: argparse.Namespace, source):
         return _vlad(args, source)
     if args.source == "intensities":
         return encoders.IntensityEncoder(args.grid)
+    if args.source == "views":
+        from ..embed.views import ViewsEncoder
+
+        return ViewsEncoder(ViewsConfig(base=args.views_base, grid=args.views_grid, scales=args.views_scales,
+                                        offsets=args.views_offsets))
     if args.model is None:
         raise DietError(f"--source {args.source} needs --model")
     if args.source == "nnunet":

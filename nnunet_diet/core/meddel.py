@@ -22,6 +22,13 @@ is also compared with the kept members of the clusters of its ``P - 1`` next-nea
 (symmetrically) with kept members that have its cluster among theirs. The pass stays one greedy pass
 in one global order (clusters in turn, members in visit order); with P = 1 it is the paper's.
 
+Option ``views`` (not in the paper; rows of shape ``N x V x d``): each sample also carries ``V - 1``
+transformed views of itself (zoomed-in crops), view 0 being its own vector. A pair's similarity is the
+highest cosine between one sample's view and the other's own vector, either way round, so a zoomed copy
+matches the crop of its original it shows: copy detection by search over the transformation instead of
+an invariant descriptor (as in template matching over scales, e.g. Lowe's scale search; here over the
+crop). k-means, centroid distances and probes use view 0.
+
 Distances to the centroid are cosine distances ``1 - cos(x, c)`` in [0, 2] (the paper names no
 distance; with unit embeddings this is half the squared Euclidean distance to the unit centroid).
 """
@@ -35,7 +42,7 @@ import numpy as np
 from .errors import DietError
 
 __all__ = ["VISITS", "MedDELResult", "l2_normalise", "check_embeddings", "centroid_distances", "probe_clusters",
-           "dedup", "dedup_to_fraction"]
+           "dedup", "dedup_to_fraction", "own", "similarities"]
 
 VISITS = ("closest", "farthest")
 ROW_BLOCK = 65536  # rows per block of the row-wise passes: bounded temporary memory on large embedding files
@@ -104,6 +111,31 @@ def l2_normalise(x: np.ndarray, source: str = "embeddings", block: int = ROW_BLO
     return out
 
 
+VIEW_ROWS = 64  # samples per chunk of the view search (chunk x views x others floats at a time)
+
+
+def own(x: np.ndarray) -> np.ndarray:
+    """Each sample's own vector: ``x`` itself (``N x d``) or view 0 of ``N x V x d`` views."""
+    return x if x.ndim == 2 else x[:, 0]
+
+
+def similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarities ``len(a) x len(b)`` of unit rows, capped at 1 (rounding: exact copies give
+    1 + 1e-7). With views (``N x V x d``): ``max(max_v <a_v, b_0>, max_v <a_0, b_v>)``, the best match of
+    a view of either sample with the other's own vector (module docstring)."""
+    if a.ndim == 2:
+        return np.minimum(a @ b.T, 1.0)
+    out = np.empty((len(a), len(b)), dtype=np.float32)
+    a0, b0, (v, d) = a[:, 0], b[:, 0], a.shape[1:]
+    for s in range(0, len(a), VIEW_ROWS):
+        part = slice(s, s + VIEW_ROWS)
+        out[part] = (a[part].reshape(-1, d) @ b0.T).reshape(-1, v, len(b)).max(axis=1)
+    for s in range(0, len(b), VIEW_ROWS):
+        part = slice(s, s + VIEW_ROWS)
+        out[:, part] = np.maximum(out[:, part], (b[part].reshape(-1, d) @ a0.T).reshape(-1, v, len(a)).max(axis=1).T)
+    return np.minimum(out, 1.0)
+
+
 def centroid_distances(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """Cosine distance ``1 - cos(x_i, c_{label_i})`` of every unit row to its own centroid."""
     c = np.asarray(centroids, dtype=np.float32)
@@ -131,12 +163,13 @@ def probe_clusters(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray, pro
 
 def _check_inputs(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray, visit: str, block: int,
                   probes: int = 1) -> None:
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise DietError(f"MedDEL needs a non-empty samples x dimensions matrix, got shape {x.shape}")
+    if x.ndim not in (2, 3) or x.shape[0] == 0:
+        raise DietError(f"MedDEL needs a non-empty samples x dimensions matrix (or samples x views x dimensions), "
+                        f"got shape {x.shape}")
     if labels.shape != (len(x),):
         raise DietError(f"{labels.shape[0] if labels.ndim else 0} cluster labels for {len(x)} embeddings")
-    if centroids.ndim != 2 or centroids.shape[1] != x.shape[1]:
-        raise DietError(f"centroids have dimension {centroids.shape[-1]}, embeddings {x.shape[1]}")
+    if centroids.ndim != 2 or centroids.shape[1] != x.shape[-1]:
+        raise DietError(f"centroids have dimension {centroids.shape[-1]}, embeddings {x.shape[-1]}")
     if labels.min() < 0 or labels.max() >= len(centroids):
         raise DietError(f"cluster labels must be in [0, {len(centroids)}), got [{labels.min()}, {labels.max()}]")
     if visit not in VISITS:
@@ -165,13 +198,13 @@ def _greedy_cluster(xs: np.ndarray, eta: float, block: int, first_tile: np.ndarr
         cur_best, cur_arg = best[start : start + m], arg[start : start + m]
         for t in range(0, n_kept, block):  # earlier blocks' kept members, one tile at a time
             rows = kept[t : min(t + block, n_kept)]
-            sims = np.minimum(xb @ xs[rows].T, 1.0)  # rounding: exact copies give 1 + 1e-7
+            sims = similarities(xb, xs[rows])
             j = sims.argmax(axis=1)
             top = sims[np.arange(m), j]
             better = top > cur_best
             cur_best[better], cur_arg[better] = top[better], rows[j[better]]
         alive = cur_best <= eta
-        tile = first_tile if start == 0 and first_tile is not None else np.minimum(xb @ xb.T, 1.0)
+        tile = first_tile if start == 0 and first_tile is not None else similarities(xb, xb)
         if start == 0:
             first_tile = tile
         local = []
@@ -208,7 +241,8 @@ def dedup(
     """MedDEL at a fixed similarity threshold ``eta`` (paper 002, MedDEL step 2-3).
 
     Args:
-        x: unit-length embeddings (:func:`l2_normalise`), samples x d.
+        x: unit-length embeddings (:func:`l2_normalise`), samples x d; or samples x views x d, unit
+            views, view 0 the sample's own vector: pairs are compared by :func:`similarities`.
         labels: k-means cluster of each row; ``centroids``: one row per cluster.
         eta: cosine-similarity threshold in [-1, 1]; a member more similar than eta to a kept one goes
             (similarities are capped at 1, so eta = 1 keeps everything, exact copies included).
@@ -236,7 +270,7 @@ def _plan(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray, epsilon: flo
     other clusters that probe it."""
     if epsilon is not None and not 0.0 <= epsilon <= 2.0:
         raise DietError(f"epsilon is a cosine distance in [0, 2] (or None: off), got {epsilon}")
-    distance = centroid_distances(x, labels, centroids)
+    distance = centroid_distances(own(x), labels, centroids)
     within = np.ones(len(x), bool) if epsilon is None else distance <= epsilon
     key = distance if visit == "closest" else -distance
     order = np.lexsort((np.arange(len(x)), key, labels))  # by cluster, then visit order, then row
@@ -246,7 +280,7 @@ def _plan(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray, epsilon: flo
     members = [m for m in members if len(m)]
     if probes == 1:
         return distance, members, within, None, None
-    near = probe_clusters(x, labels, centroids, probes)
+    near = probe_clusters(own(x), labels, centroids, probes)
     live = np.flatnonzero(within)
     rows, cols = np.repeat(live, probes - 1), near[live, 1:].ravel()
     by_cluster = np.argsort(cols, kind="stable")
@@ -272,7 +306,7 @@ def _prior(x: np.ndarray, rows: np.ndarray, cluster: int, keep: np.ndarray, labe
         for t in range(0, len(cand), block):
             other = cand[t : t + block]
             allowed = into[t : t + block][None, :] | (near[part, 1:, None] == labels[other][None, None, :]).any(1)
-            sims = np.where(allowed, np.minimum(x[part] @ x[other].T, 1.0), -np.inf)
+            sims = np.where(allowed, similarities(x[part], x[other]), -np.inf)
             j = sims.argmax(axis=1)
             top = sims[np.arange(len(part)), j]
             better = top > best[start : start + len(part)]

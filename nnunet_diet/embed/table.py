@@ -8,11 +8,29 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import DietError
-from ..core.meddel import MedDELResult, dedup, dedup_to_fraction, l2_normalise
+from ..core.meddel import MedDELResult, check_embeddings, dedup, dedup_to_fraction, l2_normalise, own
 from .cluster import default_clusters, kmeans
 from .store import Embeddings
 
-__all__ = ["run_meddel", "keep_table", "centre_summary"]
+__all__ = ["unit_views", "run_meddel", "keep_table", "centre_summary"]
+
+
+def unit_views(emb: Embeddings) -> np.ndarray:
+    """Unit rows ``N x d``; for an embedding of ``views`` (meta ``views = V``, :mod:`~nnunet_diet.embed.views`)
+    ``N x V x d / V`` with every view unit-length (a constant crop stays zero: similarity 0)."""
+    x = check_embeddings(emb.vectors, str(emb.path))
+    d = emb.meta.get("d")
+    if d is not None and d != x.shape[1]:
+        raise DietError(f"{emb.path}: meta.json says {d}-d embeddings, the matrix has {x.shape[1]} columns")
+    v = int(emb.meta.get("views", 1))
+    if v == 1:
+        return l2_normalise(x, str(emb.path))
+    if x.shape[1] % v:
+        raise DietError(f"{emb.path}: meta.json says {v} views, which do not divide {x.shape[1]} columns")
+    x = np.asarray(x, dtype=np.float32).reshape(len(x), v, -1)
+    l2_normalise(x[:, 0], str(emb.path))  # a sample's own vector must have a direction
+    norms = np.linalg.norm(x, axis=2, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
 
 
 def run_meddel(emb: Embeddings, *, fraction: float | None = None, eta: float | None = None,
@@ -24,11 +42,8 @@ def run_meddel(emb: Embeddings, *, fraction: float | None = None, eta: float | N
     each sample is compared in (1: its own, the paper; see :func:`~nnunet_diet.core.meddel.dedup`)."""
     if (fraction is None) == (eta is None):
         raise DietError("give either a target fraction or a fixed eta, not both / neither")
-    x = l2_normalise(emb.vectors, str(emb.path))
-    d = emb.meta.get("d")
-    if d is not None and d != x.shape[1]:
-        raise DietError(f"{emb.path}: meta.json says {d}-d embeddings, the matrix has {x.shape[1]} columns")
-    labels, centroids = kmeans(x, default_clusters(len(x)) if clusters is None else clusters, seed=seed,
+    x = unit_views(emb)
+    labels, centroids = kmeans(own(x), default_clusters(len(x)) if clusters is None else clusters, seed=seed,
                                backend=backend)
     common = dict(epsilon=epsilon, visit=visit, block=block, probes=probes)
     if fraction is not None:
