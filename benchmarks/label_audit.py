@@ -57,6 +57,9 @@ from nnunet_runs import NnunetRuns
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPES = ("erased", "swapped", "translated", "dilated", "eroded", "half", "partial", "mismatched")
+# the sensitivity curve's bins of Dice(corrupted, clean) and the issue's "subtle" cut (survives a quick look)
+DICE_BINS = ((0.9, 1.0), (0.8, 0.9), (0.6, 0.8), (0.3, 0.6), (0.0, 0.3))
+SUBTLE = 0.8
 
 
 # ---------------------------------------------------------------------------- label files
@@ -257,6 +260,14 @@ def metrics(score: np.ndarray, bad: np.ndarray, subset: np.ndarray) -> dict:
     return out
 
 
+def dice_subsets(dice: np.ndarray, bad: np.ndarray) -> dict[str, np.ndarray]:
+    """Corrupted cases grouped by their Dice to the clean mask: ``DICE_BINS`` (``[lo, hi)``, the last bin
+    closed at 1) and ``Dice >= SUBTLE``; only groups that hold a case."""
+    groups = {f"Dice {lo:.1f}-{hi:.1f}": bad & (dice >= lo) & ((dice < hi) | (hi == 1.0)) for lo, hi in DICE_BINS}
+    groups[f"Dice >= {SUBTLE}"] = bad & (dice >= SUBTLE)
+    return {name: mask for name, mask in groups.items() if mask.any()}
+
+
 def stable_from(store: DynamicsStore, window: int, share: float = 0.1) -> int | None:
     """First epoch from which the first ``share`` of the exact DAD queue is the set it is at the end."""
     traj = dad_trajectory(store["dice_exact"], window)
@@ -373,6 +384,7 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
     ids = [str(i) for i in store.ids]
     bad = np.array([i in manifest for i in ids])
     kinds = np.array([manifest[i]["type"] if i in manifest else "" for i in ids])
+    dice = np.array([manifest[i]["dice_to_clean"] if i in manifest else np.nan for i in ids])
     result = {"seed": seed, "dataset": name, "cases": len(ids), "corrupted": int(bad.sum()),
               "stable_top10_from_epoch": stable_from(store, args.window),
               "stop_epoch": dad_trajectory(store["dice_exact"], args.window).stop_epoch, "methods": {},
@@ -392,6 +404,8 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
         rows = {"all": metrics(score, bad, np.ones(len(ids), bool))}
         for kind in sorted(set(kinds[bad])):
             rows[kind] = metrics(score, bad & (kinds == kind), ~bad | (kinds == kind))
+        for group, mask in dice_subsets(dice, bad).items():
+            rows[group] = metrics(score, mask, ~bad | mask)
         result["methods"][method] = {"iterations": iters, "note": note, "metrics": rows}
     return result
 
@@ -399,7 +413,9 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
 def table(results: list[dict]) -> str:
     """Markdown: per method, mean ± std over seeds of each metric on all corrupted cases, then AP per type."""
     names = list(results[0]["methods"])
-    kinds = sorted({k for r in results for k in next(iter(r["methods"].values()))["metrics"] if k != "all"})
+    groups = {k for r in results for k in next(iter(r["methods"].values()))["metrics"] if k != "all"}
+    kinds = sorted(k for k in groups if not k.startswith("Dice"))
+    bins = [k for k in (*(f"Dice {lo:.1f}-{hi:.1f}" for lo, hi in DICE_BINS), f"Dice >= {SUBTLE}") if k in groups]
 
     def ms(values: list[float]) -> str:
         return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
@@ -411,14 +427,58 @@ def table(results: list[dict]) -> str:
         iters = sorted({r["methods"][n]["iterations"] for r in results})
         cells = " | ".join(ms([x[k] for x in m]) for k in ("AUROC", "AP", "R@10%", "R@20%"))
         lines.append(f"| {n} | {'/'.join(map(str, iters))} | {cells} |")
-    lines += ["", "| method | " + " | ".join(f"AP {k}" for k in kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
-    for n in names:
-        cells = []
-        for k in kinds:
-            vals = [r["methods"][n]["metrics"][k]["AP"] for r in results if k in r["methods"][n]["metrics"]]
-            cells.append(ms(vals) if vals else "-")
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    for columns in (kinds, bins):
+        if not columns:
+            continue
+        lines += ["", "| method | " + " | ".join(f"AP {k}" for k in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        for n in names:
+            cells = []
+            for k in columns:
+                vals = [r["methods"][n]["metrics"][k]["AP"] for r in results if k in r["methods"][n]["metrics"]]
+                cells.append(ms(vals) if vals else "-")
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def strengths(results: list[dict]) -> list[tuple[str, float]]:
+    """``(type, mean Dice to the clean mask)`` of every corrupted type among the scored cases, most similar
+    to the clean mask first (the x axis of the sensitivity curve)."""
+    dice: dict[str, list[float]] = {}
+    for r in results:
+        for case in r["corrupted_cases"].values():
+            dice.setdefault(case["type"], []).append(case["dice_to_clean"])
+    return sorted(((k, float(np.mean(v))) for k, v in dice.items()), key=lambda kv: -kv[1])
+
+
+def plot_sensitivity(results: list[dict], path: Path) -> None:
+    """The sensitivity curve: AP of each method per corruption type against the type's mean Dice to the
+    clean mask (mean over seeds), random order as the floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = strengths(results)
+    shown = [n for n in results[0]["methods"] if n.startswith(("DAD exact, end", "DAD online, at the stop", "EL2N",
+                                                                 "cleanlab", "random")) and "at 30" not in n]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for n in shown:
+        ap = [np.mean([r["methods"][n]["metrics"][k]["AP"] for r in results if k in r["methods"][n]["metrics"]])
+              for k, _ in xs]
+        ax.plot([x for _, x in xs], ap, "o-" if n != "random" else "k--", label=n)
+    ax.axvline(SUBTLE, color="grey", lw=0.8)
+    ax.set_xlabel("Dice of the corrupted to the clean mask (mean per type)")
+    ax.set_ylabel("average precision")
+    ax.set_xlim(1.0, min(x for _, x in xs) - 0.05)  # left: corrupted labels closest to clean
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"Label audit sensitivity ({results[0]['dataset']}, seeds {', '.join(str(r['seed']) for r in results)})",
+                 fontsize=9)
+    for k, x in xs:
+        ax.annotate(k, (x, 0.01), rotation=90, fontsize=7, ha="center", va="bottom", color="grey")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -446,6 +506,9 @@ def main() -> None:
         out.write_text(json.dumps(results, indent=2))
         print(json.dumps({k: v for k, v in results[-1].items() if k != "methods"}, indent=1))
         print(table(results), flush=True)
+    if any(":" in t for t in args.types):
+        plot_sensitivity(results, out.with_suffix(".png"))
+        print(f"sensitivity curve: {out.with_suffix('.png')}")
     print(f"\nresults: {out}")
 
 
