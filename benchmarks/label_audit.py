@@ -293,6 +293,40 @@ def ap_by_window(store: DynamicsStore, window: int, bad: np.ndarray) -> dict:
     return out
 
 
+def early_scores(store: DynamicsStore, window: int, epoch: int) -> dict[str, np.ndarray]:
+    """Suspicion per case (higher = reviewed earlier, empty labels first) from the exact series of a run
+    stopped after ``epoch``: DAD at the last complete window (Eq. 3), the Dice of that epoch alone (DAD with a
+    one-epoch window) and EL2Nx over epochs 0..``epoch``."""
+    first = empty_labels(store, "el2n_exact", "el2nx_exact")
+    out = {"Dice, that epoch": suspicion(review_order(store["dice_exact"][:, epoch], store.ids, first))}
+    if (epoch + 1) // window:
+        dad = dad_trajectory(store["dice_exact"][:, : (epoch + 1) // window * window], window).dad[-1]
+        out = {"DAD": suspicion(review_order(dad, store.ids, first)), **out}
+    x = np.where(first, np.inf, np.nan_to_num(el2n(store["el2nx_exact"], (0, epoch + 1)), nan=-np.inf))
+    out["EL2Nx, epochs 0..E"] = suspicion(np.lexsort((store.ids.astype(str), -x)))
+    return out
+
+
+def ap_by_epoch(store: DynamicsStore, window: int, bad: np.ndarray, kinds: np.ndarray, goal: float = 0.95) -> dict:
+    """How early each score of :func:`early_scores` finds the corrupted labels: ``score -> {group -> {"ap":
+    [AP per stopping epoch], "first": first epoch with AP >= goal, "stays": epoch from which AP stays >= goal}}``,
+    group ``all`` and each type; an epoch before the first complete DAD window has AP None."""
+    groups = {"all": (bad, np.ones(len(bad), bool))}
+    groups.update({k: (bad & (kinds == k), ~bad | (kinds == k)) for k in sorted(set(kinds[bad]))})
+    out: dict = {}
+    for epoch in range(store.n_epochs):
+        for name, score in early_scores(store, window, epoch).items():
+            for group, (y, subset) in groups.items():
+                row = out.setdefault(name, {}).setdefault(group, {"ap": [None] * store.n_epochs})
+                row["ap"][epoch] = round(float(average_precision_score(y[subset], score[subset])), 4)
+    for rows in out.values():
+        for row in rows.values():
+            ok = [a is not None and a >= goal for a in row["ap"]]
+            row["first"] = ok.index(True) if any(ok) else None
+            row["stays"] = next((e for e in range(len(ok)) if all(ok[e:])), None)
+    return out
+
+
 # ---------------------------------------------------------------------------- runs
 def run_folder(args: argparse.Namespace, raw: Path, dataset_id: int) -> tuple[str, Path]:
     """Dataset name and nnU-Net run folder of one seed (as :class:`NnunetRuns` names them)."""
@@ -390,6 +424,7 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
               "stop_epoch": dad_trajectory(store["dice_exact"], args.window).stop_epoch, "methods": {},
               "corrupted_cases": {i: manifest[i] for i in ids if i in manifest}}
     result["ap_by_window"] = ap_by_window(store, args.window, bad)
+    result["ap_by_epoch"] = ap_by_epoch(store, args.window, bad, kinds)
     if args.monailabel:
         runs = NnunetRuns(raw, args.dataset_id + seed, args.configuration, args.work, args.epochs,
                           args.iterations, args.window)
@@ -437,6 +472,22 @@ def table(results: list[dict]) -> str:
                 vals = [r["methods"][n]["metrics"][k]["AP"] for r in results if k in r["methods"][n]["metrics"]]
                 cells.append(ms(vals) if vals else "-")
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def early_table(results: list[dict]) -> str:
+    """Markdown: per score of :func:`ap_by_epoch` and group, the first stopping epoch with AP >= 0.95 and the
+    epoch from which it stays there ("-": never), one cell per seed."""
+    scores = list(results[0]["ap_by_epoch"])
+    groups = list(results[0]["ap_by_epoch"][scores[0]])
+    lines = ["| score (exact series) | " + " | ".join(groups) + " |", "|---" * (len(groups) + 1) + "|"]
+    for s in scores:
+        cells = []
+        for g in groups:
+            per_seed = [r["ap_by_epoch"][s].get(g) for r in results]
+            cells.append(", ".join("-" if c is None else f"{'-' if c['first'] is None else c['first']}/"
+                                   f"{'-' if c['stays'] is None else c['stays']}" for c in per_seed))
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -505,7 +556,9 @@ def main() -> None:
         results.append(one_seed(args, seed))
         out.write_text(json.dumps(results, indent=2))
         print(json.dumps({k: v for k, v in results[-1].items() if k != "methods"}, indent=1))
-        print(table(results), flush=True)
+        print(table(results))
+        print("\nfirst epoch with AP >= 0.95 / from which it stays (a run stopped there; per seed):")
+        print(early_table(results), flush=True)
     if any(":" in t for t in args.types):
         plot_sensitivity(results, out.with_suffix(".png"))
         print(f"sensitivity curve: {out.with_suffix('.png')}")
