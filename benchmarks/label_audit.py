@@ -491,42 +491,44 @@ def early_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def strengths(results: list[dict]) -> list[tuple[str, float]]:
-    """``(type, mean Dice to the clean mask)`` of every corrupted type among the scored cases, most similar
-    to the clean mask first (the x axis of the sensitivity curve)."""
-    dice: dict[str, list[float]] = {}
-    for r in results:
-        for case in r["corrupted_cases"].values():
-            dice.setdefault(case["type"], []).append(case["dice_to_clean"])
-    return sorted(((k, float(np.mean(v))) for k, v in dice.items()), key=lambda kv: -kv[1])
+def bin_dice(results: list[dict]) -> list[tuple[str, float, int]]:
+    """``(bin, mean Dice to the clean mask, cases)`` of every ``DICE_BINS`` bin holding a corrupted training
+    case, over all seeds, most similar to the clean mask first (the x axis of the sensitivity curve)."""
+    out = []
+    for lo, hi in DICE_BINS:
+        d = [c["dice_to_clean"] for r in results for c in r["corrupted_cases"].values()
+             if lo <= c["dice_to_clean"] < hi or (hi == 1.0 and c["dice_to_clean"] == 1.0)]
+        if d:
+            out.append((f"Dice {lo:.1f}-{hi:.1f}", float(np.mean(d)), len(d)))
+    return out
 
 
 def plot_sensitivity(results: list[dict], path: Path) -> None:
-    """The sensitivity curve: AP of each method per corruption type against the type's mean Dice to the
-    clean mask (mean over seeds), random order as the floor."""
+    """The sensitivity curve: AP of each method on the corrupted cases of each Dice bin (against the clean
+    cases) at the bin's mean Dice to the clean mask, mean over seeds; random order as the floor."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xs = strengths(results)
-    shown = [n for n in results[0]["methods"] if n.startswith(("DAD exact, end", "DAD online, at the stop", "EL2N",
-                                                                 "cleanlab", "random")) and "at 30" not in n]
+    xs = bin_dice(results)
+    shown = [n for n in results[0]["methods"]
+             if n in ("DAD exact, end", "DAD online, stop", "EL2N", "EL2Nx", "random") or n.startswith("cleanlab")]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for n in shown:
         ap = [np.mean([r["methods"][n]["metrics"][k]["AP"] for r in results if k in r["methods"][n]["metrics"]])
-              for k, _ in xs]
-        ax.plot([x for _, x in xs], ap, "o-" if n != "random" else "k--", label=n)
-    ax.axvline(SUBTLE, color="grey", lw=0.8)
-    ax.set_xlabel("Dice of the corrupted to the clean mask (mean per type)")
-    ax.set_ylabel("average precision")
-    ax.set_xlim(1.0, min(x for _, x in xs) - 0.05)  # left: corrupted labels closest to clean
+              for k, _, _ in xs]
+        ax.plot([x for _, x, _ in xs], ap, "k--" if n == "random" else "o-", label=n)
+    ax.axvline(SUBTLE, color="grey", lw=0.8, ls=":")
+    ax.set_xticks([x for _, x, _ in xs], [f"{x:.2f}\n({n} cases)" for _, x, n in xs], fontsize=7)
+    ax.set_xlabel(f"Dice of the corrupted to the clean mask (mean of the bins {', '.join(k[5:] for k, _, _ in xs)};"
+                  f" dotted: {SUBTLE})", fontsize=8)
+    ax.set_ylabel("average precision (bin vs clean cases)")
+    ax.set_xlim(1.0, min(0.9, min(x for _, x, _ in xs) - 0.05))  # left: corrupted labels closest to clean
     ax.set_ylim(0, 1.02)
-    ax.set_title(f"Label audit sensitivity ({results[0]['dataset']}, seeds {', '.join(str(r['seed']) for r in results)})",
-                 fontsize=9)
-    for k, x in xs:
-        ax.annotate(k, (x, 0.01), rotation=90, fontsize=7, ha="center", va="bottom", color="grey")
-    ax.legend(fontsize=7)
+    ax.set_title(f"Label audit sensitivity: {results[0]['dataset']}, seed(s) "
+                 f"{', '.join(str(r['seed']) for r in results)}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
