@@ -409,13 +409,16 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
         for fold in folds:
             train(runs, fold, args.exact_every if fold == 0 else 0)
     store = DynamicsStore.load(results / "fold_0" / "dad" / "dynamics.npz")
-    cl = None
-    if args.cleanlab and all(trained(results / f"fold_{f}") for f in range(5)):
-        ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
-        cases = sorted(p.name.removesuffix(ending) for p in (raw / "labelsTr").glob(f"*{ending}"))
-        q = cleanlab_scores(results, cases, {c: raw / "labelsTr" / f"{c}{ending}" for c in cases}, name)
-        cl = dict(zip(cases, q.tolist()))
+    cl, cl_part, done = None, None, [f for f in range(1, 5) if trained(results / f"fold_{f}")]
     ids = [str(i) for i in store.ids]
+    ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
+    label = {i: raw / "labelsTr" / f"{i}{ending}" for i in ids}
+    if args.cleanlab and len(done) == 4:
+        cl = dict(zip(ids, cleanlab_scores(results, ids, label, name).tolist()))
+    elif args.cleanlab and done:  # some folds: cleanlab's exact scores of the cases those folds validated
+        splits = json.loads((args.work / "nnUNet_preprocessed" / name / "splits_final.json").read_text())
+        covered = [i for i in ids if any(i in splits[f]["val"] for f in done)]
+        cl_part = dict(zip(covered, cleanlab_scores(results, covered, label, name).tolist()))
     bad = np.array([i in manifest for i in ids])
     kinds = np.array([manifest[i]["type"] if i in manifest else "" for i in ids])
     dice = np.array([manifest[i]["dice_to_clean"] if i in manifest else np.nan for i in ids])
@@ -436,13 +439,29 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
                for n in (int(np.ceil(0.1 * len(ids))), k)}}
     for method, (score, iters, note) in methods(store, args.window, args.iterations, seed, cl,
                                                 tuple(args.at)).items():
-        rows = {"all": metrics(score, bad, np.ones(len(ids), bool))}
-        for kind in sorted(set(kinds[bad])):
-            rows[kind] = metrics(score, bad & (kinds == kind), ~bad | (kinds == kind))
-        for group, mask in dice_subsets(dice, bad).items():
-            rows[group] = metrics(score, mask, ~bad | mask)
-        result["methods"][method] = {"iterations": iters, "note": note, "metrics": rows}
+        result["methods"][method] = {"iterations": iters, "note": note, "metrics": score_groups(score, bad, kinds, dice)}
+    if cl_part is not None:
+        # every method on the cases with an out-of-fold softmax so far, each queue cut to those cases
+        keep = np.array([i in cl_part for i in ids])
+        q = {i: cl_part.get(i, np.nan) for i in ids}
+        result["cleanlab_subset"] = {"folds": [0, *done], "cases": int(keep.sum()), "corrupted": int(bad[keep].sum()),
+                                     "methods": {}}
+        for method, (score, iters, note) in methods(store, args.window, args.iterations, seed, q,
+                                                    tuple(args.at)).items():
+            result["cleanlab_subset"]["methods"][method] = {
+                "iterations": iters, "note": note, "metrics": score_groups(score[keep], bad[keep], kinds[keep],
+                                                                           dice[keep])}
     return result
+
+
+def score_groups(score: np.ndarray, bad: np.ndarray, kinds: np.ndarray, dice: np.ndarray) -> dict:
+    """:func:`metrics` on all corrupted cases, on each type and on each Dice bin (against the clean cases)."""
+    rows = {"all": metrics(score, bad, np.ones(len(score), bool))}
+    for kind in sorted(set(kinds[bad])):
+        rows[kind] = metrics(score, bad & (kinds == kind), ~bad | (kinds == kind))
+    for group, mask in dice_subsets(dice, bad).items():
+        rows[group] = metrics(score, mask, ~bad | mask)
+    return rows
 
 
 def table(results: list[dict]) -> str:
@@ -559,6 +578,11 @@ def main() -> None:
         out.write_text(json.dumps(results, indent=2))
         print(json.dumps({k: v for k, v in results[-1].items() if k != "methods"}, indent=1))
         print(table(results))
+        if "cleanlab_subset" in results[-1]:
+            part = results[-1]["cleanlab_subset"]
+            print(f"\ncleanlab from folds {part['folds']} only: the {part['cases']} training cases they validated "
+                  f"({part['corrupted']} corrupted), every queue cut to them:")
+            print(table([part]))
         print("\nfirst epoch with AP >= 0.95 / from which it stays (a run stopped there; per seed):")
         print(early_table(results), flush=True)
     if any(":" in t for t in args.types):
