@@ -18,7 +18,12 @@
    ``get_label_quality_scores`` on every case's out-of-fold softmax (``nnunet_diet.nnunet.audit``).
 4. Scored on fold 0's training cases (what DAD sees): AUROC, average precision, recall in the first 10 % /
    20 % of the queue, training iterations each method needed; the epoch from which the first 10 % of the
-   exact DAD queue no longer changes. Random order with the same seed as a floor.
+   exact DAD queue no longer changes. Random order with the same seed as a floor. Also per bin of Dice to the
+   clean mask (``DICE_BINS``; the sensitivity curve, plotted as ``<results>.png`` when ``--types`` give
+   strengths) and, for a run stopped after every epoch, how early DAD, one epoch's Dice and EL2Nx reach AP
+   >= 0.95 (``ap_by_epoch``). With only some of folds 1-4 trained, cleanlab's scores of the cases those folds
+   validated (exactly those of the full run: one case at a time) and every queue cut to them
+   (``cleanlab_subset``).
 5. ``--monailabel``: ``nnunet-diet audit`` on the scoring fold, a real MONAI Label server (``monailabel_app``)
    and MONAI Label's own client asking for the next ``audit`` sample: corrupted cases among the first 10 % /
    20 % served.
