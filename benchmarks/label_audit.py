@@ -449,7 +449,7 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
         # every method on the cases with an out-of-fold softmax so far, each queue cut to those cases
         keep = np.array([i in cl_part for i in ids])
         q = {i: cl_part.get(i, np.nan) for i in ids}
-        result["cleanlab_subset"] = {"folds": [0, *done], "cases": int(keep.sum()), "corrupted": int(bad[keep].sum()),
+        result["cleanlab_subset"] = {"folds": done, "cases": int(keep.sum()), "corrupted": int(bad[keep].sum()),
                                      "methods": {}}
         for method, (score, iters, note) in methods(store, args.window, args.iterations, seed, q,
                                                     tuple(args.at)).items():
@@ -585,7 +585,7 @@ def main() -> None:
         print(table(results))
         if "cleanlab_subset" in results[-1]:
             part = results[-1]["cleanlab_subset"]
-            print(f"\ncleanlab from folds {part['folds']} only: the {part['cases']} training cases they validated "
+            print(f"\ncleanlab from folds {part['folds']} of 1-4 only: the {part['cases']} training cases they validated "
                   f"({part['corrupted']} corrupted), every queue cut to them:")
             print(table([part]))
         print("\nfirst epoch with AP >= 0.95 / from which it stays (a run stopped there; per seed):")
