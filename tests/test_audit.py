@@ -150,6 +150,7 @@ def test_audit_bad_input_names_the_file(fold, tmp_path):
     _bad(_cli("audit", bare), f"{bare}: no dad/ folder")
     _bad(_cli("audit", fold, "-o", fold / "dad" / "scores.csv"), "scores.csv: is the input")
     _bad(_cli("audit", fold, "--tail", "2"), "--tail must be in (0, 1)")
+    _bad(_cli("audit", fold, "--forgotten-share", "1.5"), "--forgotten-share must be in (0, 1)")
     # a label replaced by another case's label of another shape: it no longer matches its image
     raw = tmp_path / "nnUNet_raw" / DATASET / "labelsTr"
     before = (fold / "dad" / "scores.csv").read_bytes()
