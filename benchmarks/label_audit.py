@@ -444,7 +444,8 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
                for n in (int(np.ceil(0.1 * len(ids))), k)}}
     for method, (score, iters, note) in methods(store, args.window, args.iterations, seed, cl,
                                                 tuple(args.at)).items():
-        result["methods"][method] = {"iterations": iters, "note": note, "metrics": score_groups(score, bad, kinds, dice)}
+        result["methods"][method] = {"iterations": iters, "note": note,
+                                     "metrics": score_groups(score, bad, kinds, dice)}
     if cl_part is not None:
         # every method on the cases with an out-of-fold softmax so far, each queue cut to those cases
         keep = np.array([i in cl_part for i in ids])
@@ -585,8 +586,8 @@ def main() -> None:
         print(table(results))
         if "cleanlab_subset" in results[-1]:
             part = results[-1]["cleanlab_subset"]
-            print(f"\ncleanlab from folds {part['folds']} of 1-4 only: the {part['cases']} training cases they validated "
-                  f"({part['corrupted']} corrupted), every queue cut to them:")
+            print(f"\ncleanlab from folds {part['folds']} of 1-4 only: the {part['cases']} training cases they "
+                  f"validated ({part['corrupted']} corrupted), every queue cut to them:")
             print(table([part]))
         print("\nfirst epoch with AP >= 0.95 / from which it stays (a run stopped there; per seed):")
         print(early_table(results), flush=True)
