@@ -18,7 +18,12 @@
    ``get_label_quality_scores`` on every case's out-of-fold softmax (``nnunet_diet.nnunet.audit``).
 4. Scored on fold 0's training cases (what DAD sees): AUROC, average precision, recall in the first 10 % /
    20 % of the queue, training iterations each method needed; the epoch from which the first 10 % of the
-   exact DAD queue no longer changes. Random order with the same seed as a floor.
+   exact DAD queue no longer changes. Random order with the same seed as a floor. Also per bin of Dice to the
+   clean mask (``DICE_BINS``; the sensitivity curve, plotted as ``<results>.png`` when ``--types`` give
+   strengths) and, for a run stopped after every epoch, how early DAD, one epoch's Dice and EL2Nx reach AP
+   >= 0.95 (``ap_by_epoch``). With only some of folds 1-4 trained, cleanlab's scores of the cases those folds
+   validated (exactly those of the full run: one case at a time) and every queue cut to them
+   (``cleanlab_subset``).
 5. ``--monailabel``: ``nnunet-diet audit`` on the scoring fold, a real MONAI Label server (``monailabel_app``)
    and MONAI Label's own client asking for the next ``audit`` sample: corrupted cases among the first 10 % /
    20 % served.
@@ -57,6 +62,9 @@ from nnunet_runs import NnunetRuns
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPES = ("erased", "swapped", "translated", "dilated", "eroded", "half", "partial", "mismatched")
+# the sensitivity curve's bins of Dice(corrupted, clean) and the issue's "subtle" cut (survives a quick look)
+DICE_BINS = ((0.9, 1.0), (0.8, 0.9), (0.6, 0.8), (0.3, 0.6), (0.0, 0.3))
+SUBTLE = 0.8
 
 
 # ---------------------------------------------------------------------------- label files
@@ -257,6 +265,14 @@ def metrics(score: np.ndarray, bad: np.ndarray, subset: np.ndarray) -> dict:
     return out
 
 
+def dice_subsets(dice: np.ndarray, bad: np.ndarray) -> dict[str, np.ndarray]:
+    """Corrupted cases grouped by their Dice to the clean mask: ``DICE_BINS`` (``[lo, hi)``, the last bin
+    closed at 1) and ``Dice >= SUBTLE``; only groups that hold a case."""
+    groups = {f"Dice {lo:.1f}-{hi:.1f}": bad & (dice >= lo) & ((dice < hi) | (hi == 1.0)) for lo, hi in DICE_BINS}
+    groups[f"Dice >= {SUBTLE}"] = bad & (dice >= SUBTLE)
+    return {name: mask for name, mask in groups.items() if mask.any()}
+
+
 def stable_from(store: DynamicsStore, window: int, share: float = 0.1) -> int | None:
     """First epoch from which the first ``share`` of the exact DAD queue is the set it is at the end."""
     traj = dad_trajectory(store["dice_exact"], window)
@@ -279,6 +295,40 @@ def ap_by_window(store: DynamicsStore, window: int, bad: np.ndarray) -> dict:
         out[series] = [[int(e), round(float(average_precision_score(bad, suspicion(review_order(d, store.ids,
                                                                                                 first)))), 4)]
                        for e, d in zip(traj.window_end_epochs, traj.dad)]
+    return out
+
+
+def early_scores(store: DynamicsStore, window: int, epoch: int) -> dict[str, np.ndarray]:
+    """Suspicion per case (higher = reviewed earlier, empty labels first) from the exact series of a run
+    stopped after ``epoch``: DAD at the last complete window (Eq. 3), the Dice of that epoch alone (DAD with a
+    one-epoch window) and EL2Nx over epochs 0..``epoch``."""
+    first = empty_labels(store, "el2n_exact", "el2nx_exact")
+    out = {"Dice, that epoch": suspicion(review_order(store["dice_exact"][:, epoch], store.ids, first))}
+    if (epoch + 1) // window:
+        dad = dad_trajectory(store["dice_exact"][:, : (epoch + 1) // window * window], window).dad[-1]
+        out = {"DAD": suspicion(review_order(dad, store.ids, first)), **out}
+    x = np.where(first, np.inf, np.nan_to_num(el2n(store["el2nx_exact"], (0, epoch + 1)), nan=-np.inf))
+    out["EL2Nx, epochs 0..E"] = suspicion(np.lexsort((store.ids.astype(str), -x)))
+    return out
+
+
+def ap_by_epoch(store: DynamicsStore, window: int, bad: np.ndarray, kinds: np.ndarray, goal: float = 0.95) -> dict:
+    """How early each score of :func:`early_scores` finds the corrupted labels: ``score -> {group -> {"ap":
+    [AP per stopping epoch], "first": first epoch with AP >= goal, "stays": epoch from which AP stays >= goal}}``,
+    group ``all`` and each type; an epoch before the first complete DAD window has AP None."""
+    groups = {"all": (bad, np.ones(len(bad), bool))}
+    groups.update({k: (bad & (kinds == k), ~bad | (kinds == k)) for k in sorted(set(kinds[bad]))})
+    out: dict = {}
+    for epoch in range(store.n_epochs):
+        for name, score in early_scores(store, window, epoch).items():
+            for group, (y, subset) in groups.items():
+                row = out.setdefault(name, {}).setdefault(group, {"ap": [None] * store.n_epochs})
+                row["ap"][epoch] = round(float(average_precision_score(y[subset], score[subset])), 4)
+    for rows in out.values():
+        for row in rows.values():
+            ok = [a is not None and a >= goal for a in row["ap"]]
+            row["first"] = ok.index(True) if any(ok) else None
+            row["stays"] = next((e for e in range(len(ok)) if all(ok[e:])), None)
     return out
 
 
@@ -364,20 +414,25 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
         for fold in folds:
             train(runs, fold, args.exact_every if fold == 0 else 0)
     store = DynamicsStore.load(results / "fold_0" / "dad" / "dynamics.npz")
-    cl = None
-    if args.cleanlab and all(trained(results / f"fold_{f}") for f in range(5)):
-        ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
-        cases = sorted(p.name.removesuffix(ending) for p in (raw / "labelsTr").glob(f"*{ending}"))
-        q = cleanlab_scores(results, cases, {c: raw / "labelsTr" / f"{c}{ending}" for c in cases}, name)
-        cl = dict(zip(cases, q.tolist()))
+    cl, cl_part, done = None, None, [f for f in range(1, 5) if trained(results / f"fold_{f}")]
     ids = [str(i) for i in store.ids]
+    ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
+    label = {i: raw / "labelsTr" / f"{i}{ending}" for i in ids}
+    if args.cleanlab and len(done) == 4:
+        cl = dict(zip(ids, cleanlab_scores(results, ids, label, name).tolist()))
+    elif args.cleanlab and done:  # some folds: cleanlab's exact scores of the cases those folds validated
+        splits = json.loads((args.work / "nnUNet_preprocessed" / name / "splits_final.json").read_text())
+        covered = [i for i in ids if any(i in splits[f]["val"] for f in done)]
+        cl_part = dict(zip(covered, cleanlab_scores(results, covered, label, name).tolist()))
     bad = np.array([i in manifest for i in ids])
     kinds = np.array([manifest[i]["type"] if i in manifest else "" for i in ids])
+    dice = np.array([manifest[i]["dice_to_clean"] if i in manifest else np.nan for i in ids])
     result = {"seed": seed, "dataset": name, "cases": len(ids), "corrupted": int(bad.sum()),
               "stable_top10_from_epoch": stable_from(store, args.window),
               "stop_epoch": dad_trajectory(store["dice_exact"], args.window).stop_epoch, "methods": {},
               "corrupted_cases": {i: manifest[i] for i in ids if i in manifest}}
     result["ap_by_window"] = ap_by_window(store, args.window, bad)
+    result["ap_by_epoch"] = ap_by_epoch(store, args.window, bad, kinds)
     if args.monailabel:
         runs = NnunetRuns(raw, args.dataset_id + seed, args.configuration, args.work, args.epochs,
                           args.iterations, args.window)
@@ -389,17 +444,38 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
                for n in (int(np.ceil(0.1 * len(ids))), k)}}
     for method, (score, iters, note) in methods(store, args.window, args.iterations, seed, cl,
                                                 tuple(args.at)).items():
-        rows = {"all": metrics(score, bad, np.ones(len(ids), bool))}
-        for kind in sorted(set(kinds[bad])):
-            rows[kind] = metrics(score, bad & (kinds == kind), ~bad | (kinds == kind))
-        result["methods"][method] = {"iterations": iters, "note": note, "metrics": rows}
+        result["methods"][method] = {"iterations": iters, "note": note,
+                                     "metrics": score_groups(score, bad, kinds, dice)}
+    if cl_part is not None:
+        # every method on the cases with an out-of-fold softmax so far, each queue cut to those cases
+        keep = np.array([i in cl_part for i in ids])
+        q = {i: cl_part.get(i, np.nan) for i in ids}
+        result["cleanlab_subset"] = {"folds": done, "cases": int(keep.sum()), "corrupted": int(bad[keep].sum()),
+                                     "methods": {}}
+        for method, (score, iters, note) in methods(store, args.window, args.iterations, seed, q,
+                                                    tuple(args.at)).items():
+            result["cleanlab_subset"]["methods"][method] = {
+                "iterations": iters, "note": note, "metrics": score_groups(score[keep], bad[keep], kinds[keep],
+                                                                           dice[keep])}
     return result
+
+
+def score_groups(score: np.ndarray, bad: np.ndarray, kinds: np.ndarray, dice: np.ndarray) -> dict:
+    """:func:`metrics` on all corrupted cases, on each type and on each Dice bin (against the clean cases)."""
+    rows = {"all": metrics(score, bad, np.ones(len(score), bool))}
+    for kind in sorted(set(kinds[bad])):
+        rows[kind] = metrics(score, bad & (kinds == kind), ~bad | (kinds == kind))
+    for group, mask in dice_subsets(dice, bad).items():
+        rows[group] = metrics(score, mask, ~bad | mask)
+    return rows
 
 
 def table(results: list[dict]) -> str:
     """Markdown: per method, mean ± std over seeds of each metric on all corrupted cases, then AP per type."""
     names = list(results[0]["methods"])
-    kinds = sorted({k for r in results for k in next(iter(r["methods"].values()))["metrics"] if k != "all"})
+    groups = {k for r in results for k in next(iter(r["methods"].values()))["metrics"] if k != "all"}
+    kinds = sorted(k for k in groups if not k.startswith("Dice"))
+    bins = [k for k in (*(f"Dice {lo:.1f}-{hi:.1f}" for lo, hi in DICE_BINS), f"Dice >= {SUBTLE}") if k in groups]
 
     def ms(values: list[float]) -> str:
         return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
@@ -411,14 +487,76 @@ def table(results: list[dict]) -> str:
         iters = sorted({r["methods"][n]["iterations"] for r in results})
         cells = " | ".join(ms([x[k] for x in m]) for k in ("AUROC", "AP", "R@10%", "R@20%"))
         lines.append(f"| {n} | {'/'.join(map(str, iters))} | {cells} |")
-    lines += ["", "| method | " + " | ".join(f"AP {k}" for k in kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
-    for n in names:
-        cells = []
-        for k in kinds:
-            vals = [r["methods"][n]["metrics"][k]["AP"] for r in results if k in r["methods"][n]["metrics"]]
-            cells.append(ms(vals) if vals else "-")
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    for columns in (kinds, bins):
+        if not columns:
+            continue
+        lines += ["", "| method | " + " | ".join(f"AP {k}" for k in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        for n in names:
+            cells = []
+            for k in columns:
+                vals = [r["methods"][n]["metrics"][k]["AP"] for r in results if k in r["methods"][n]["metrics"]]
+                cells.append(ms(vals) if vals else "-")
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def early_table(results: list[dict]) -> str:
+    """Markdown: per score of :func:`ap_by_epoch` and group, the first stopping epoch with AP >= 0.95 and the
+    epoch from which it stays there ("-": never), one cell per seed."""
+    scores = list(results[0]["ap_by_epoch"])
+    groups = list(results[0]["ap_by_epoch"][scores[0]])
+    lines = ["| score (exact series) | " + " | ".join(groups) + " |", "|---" * (len(groups) + 1) + "|"]
+    for s in scores:
+        cells = []
+        for g in groups:
+            per_seed = [r["ap_by_epoch"][s].get(g) for r in results]
+            cells.append(", ".join("-" if c is None else f"{'-' if c['first'] is None else c['first']}/"
+                                   f"{'-' if c['stays'] is None else c['stays']}" for c in per_seed))
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def bin_dice(results: list[dict]) -> list[tuple[str, float, int]]:
+    """``(bin, mean Dice to the clean mask, cases)`` of every ``DICE_BINS`` bin holding a corrupted training
+    case, over all seeds, most similar to the clean mask first (the x axis of the sensitivity curve)."""
+    out = []
+    for lo, hi in DICE_BINS:
+        d = [c["dice_to_clean"] for r in results for c in r["corrupted_cases"].values()
+             if lo <= c["dice_to_clean"] < hi or (hi == 1.0 and c["dice_to_clean"] == 1.0)]
+        if d:
+            out.append((f"Dice {lo:.1f}-{hi:.1f}", float(np.mean(d)), len(d)))
+    return out
+
+
+def plot_sensitivity(results: list[dict], path: Path) -> None:
+    """The sensitivity curve: AP of each method on the corrupted cases of each Dice bin (against the clean
+    cases) at the bin's mean Dice to the clean mask, mean over seeds; random order as the floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = bin_dice(results)
+    shown = [n for n in results[0]["methods"]
+             if n in ("DAD exact, end", "DAD online, stop", "EL2N", "EL2Nx", "random") or n.startswith("cleanlab")]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for n in shown:
+        ap = [np.mean([r["methods"][n]["metrics"][k]["AP"] for r in results if k in r["methods"][n]["metrics"]])
+              for k, _, _ in xs]
+        ax.plot([x for _, x, _ in xs], ap, "k--" if n == "random" else "o-", label=n)
+    ax.axvline(SUBTLE, color="grey", lw=0.8, ls=":")
+    ax.set_xticks([x for _, x, _ in xs], [f"{x:.2f}\n({n} cases)" for _, x, n in xs], fontsize=7)
+    ax.set_xlabel(f"Dice of the corrupted to the clean mask (mean of the bins {', '.join(k[5:] for k, _, _ in xs)};"
+                  f" dotted: {SUBTLE})", fontsize=8)
+    ax.set_ylabel("average precision (bin vs clean cases)")
+    ax.set_xlim(1.0, min(0.9, min(x for _, x, _ in xs) - 0.05))  # left: corrupted labels closest to clean
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"Label audit sensitivity: {results[0]['dataset']}, seed(s) "
+                 f"{', '.join(str(r['seed']) for r in results)}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -445,7 +583,17 @@ def main() -> None:
         results.append(one_seed(args, seed))
         out.write_text(json.dumps(results, indent=2))
         print(json.dumps({k: v for k, v in results[-1].items() if k != "methods"}, indent=1))
-        print(table(results), flush=True)
+        print(table(results))
+        if "cleanlab_subset" in results[-1]:
+            part = results[-1]["cleanlab_subset"]
+            print(f"\ncleanlab from folds {part['folds']} of 1-4 only: the {part['cases']} training cases they "
+                  f"validated ({part['corrupted']} corrupted), every queue cut to them:")
+            print(table([part]))
+        print("\nfirst epoch with AP >= 0.95 / from which it stays (a run stopped there; per seed):")
+        print(early_table(results), flush=True)
+    if any(":" in t for t in args.types):
+        plot_sensitivity(results, out.with_suffix(".png"))
+        print(f"sensitivity curve: {out.with_suffix('.png')}")
     print(f"\nresults: {out}")
 
 

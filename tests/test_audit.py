@@ -72,6 +72,24 @@ def test_reasons_and_review_order_on_worked_trajectories():
     np.testing.assert_allclose(dict(zip(order, cols["dad_max"]))["forgot"], 0.9, atol=1e-6)
 
 
+def test_learned_then_forgotten_is_relative_to_the_best_window():
+    """The swapped-classes trajectory of the 3D benchmark (docs/benchmarks.md): learned to DAD 0.25 with the
+    cohort, then unlearned to near 0, is flagged; a case that keeps 59 % of its best is not, whatever its
+    absolute drop; one that never reached ``learned`` is not either."""
+    dice = {
+        "swapped": [0.2, 0.3, 0.3, 0.2, 0.02, 0.01],  # windows 0.25, 0.25, 0.015: lost 94 % of its best
+        "noisy": [0.8, 0.9, 0.5, 0.5, 0.5, 0.5],      # windows 0.85, 0.50, 0.50: lost 41 % (0.35 absolute)
+        "edge": [0.4, 0.6, 0.3, 0.3, 0.2, 0.15],      # windows 0.50, 0.30, 0.175: lost 65 %
+        "faint": [0.05, 0.15, 0.1, 0.1, 0.0, 0.0],    # best window 0.1 < learned 0.2
+    }
+    cols, _ = audit_table(_store(dice), ScoreConfig(window=2), AuditConfig(tail=0.01))
+    forgot = {i for i, r in zip(cols["id"], cols["reason"]) if "learned then forgotten" in r}
+    assert forgot == {"swapped", "edge"}
+    cols, _ = audit_table(_store(dice), ScoreConfig(window=2), AuditConfig(tail=0.01, forgotten_share=0.4))
+    assert {i for i, r in zip(cols["id"], cols["reason"]) if "learned then forgotten" in r} == {"swapped", "edge",
+                                                                                               "noisy"}
+
+
 def test_cleanlab_scores_add_a_column_and_a_reason_but_not_the_order():
     dice = {f"c{i}": [0.1 * i] * 6 for i in range(1, 6)}
     store = _store(dice)
@@ -132,6 +150,7 @@ def test_audit_bad_input_names_the_file(fold, tmp_path):
     _bad(_cli("audit", bare), f"{bare}: no dad/ folder")
     _bad(_cli("audit", fold, "-o", fold / "dad" / "scores.csv"), "scores.csv: is the input")
     _bad(_cli("audit", fold, "--tail", "2"), "--tail must be in (0, 1)")
+    _bad(_cli("audit", fold, "--forgotten-share", "1.5"), "--forgotten-share must be in (0, 1)")
     # a label replaced by another case's label of another shape: it no longer matches its image
     raw = tmp_path / "nnUNet_raw" / DATASET / "labelsTr"
     before = (fold / "dad" / "scores.csv").read_bytes()

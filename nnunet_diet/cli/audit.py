@@ -32,8 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="Dice series: the fold's (auto: exact mode when it was on), online or exact")
     g = p.add_argument_group("reasons (flags; the order is DAD's)")
     g.add_argument("--near-zero", type=float, default=0.1, help="'Dice near 0 throughout training' below this DAD")
-    g.add_argument("--learned", type=float, default=0.5, help="'learned then forgotten': a window DAD >= this ...")
-    g.add_argument("--forgotten-drop", type=float, default=0.3, help="... then a later one lower by this")
+    g.add_argument("--learned", type=float, default=0.2, help="'learned then forgotten': a window DAD >= this ...")
+    g.add_argument("--forgotten-share", type=float, default=0.6,
+                   help="... then a later one that lost this share of it (default 0.6: at most 40 %% of its best)")
     g.add_argument("--tail", type=float, default=0.05, help="flag the worst share of each score (default 0.05)")
     g.add_argument("--show", type=int, default=10, help="print the first cases of the queue (default 10)")
     p.set_defaults(func=run)
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     thresholds = AuditConfig(near_zero=check_fraction(args.near_zero, "--near-zero"),
                              learned=check_fraction(args.learned, "--learned"),
-                             forgotten_drop=check_fraction(args.forgotten_drop, "--forgotten-drop"),
+                             forgotten_share=check_fraction(args.forgotten_share, "--forgotten-share"),
                              tail=check_fraction(args.tail, "--tail"))
     if args.show < 0:
         raise DietError(f"--show must be >= 0, got {args.show}")

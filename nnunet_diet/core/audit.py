@@ -8,7 +8,9 @@ case is there, from its whole trajectory:
 - ``no foreground in the label``: EL2Nx was never defined (no foreground voxel in any recorded patch);
   such a case goes first even when its DAD is undefined (network and label both empty: Dice NaN);
 - ``Dice near 0 throughout training``: DAD below ``near_zero`` in every window;
-- ``learned then forgotten``: DAD reached ``learned`` in some window and then fell by ``forgotten_drop``;
+- ``learned then forgotten``: DAD reached ``learned`` in some window and a later window lost at least
+  ``forgotten_share`` of that best DAD (relative: a label contradicting the anatomy the network learns, e.g.
+  swapped classes, is first learned with the cohort, then unlearned to near 0 while the cohort improves);
 - ``lowest DAD`` / ``unstable: sigma`` / ``EL2N`` / ``EL2Nx`` / ``cleanlab``: in the worst ``tail`` share;
 - ``not scored``: no Dice in the scoring window (online mode: never drawn); these go last.
 """
@@ -35,12 +37,12 @@ class AuditConfig:
     """Thresholds of the reasons (the ordering itself has none: it is DAD's)."""
 
     near_zero: float = 0.1        # every window's DAD below this: "Dice near 0 throughout training"
-    learned: float = 0.5          # a window DAD at least this counts as learned ...
-    forgotten_drop: float = 0.3   # ... and a later window this much lower as forgotten
+    learned: float = 0.2          # a window DAD at least this counts as learned ...
+    forgotten_share: float = 0.6  # ... and a later window that lost this share of it as forgotten
     tail: float = 0.05            # worst share of each score that is flagged (5 %)
 
     def __post_init__(self) -> None:
-        for name in ("near_zero", "learned", "forgotten_drop", "tail"):
+        for name in ("near_zero", "learned", "forgotten_share", "tail"):
             check_fraction(getattr(self, name), name)
 
 
@@ -109,7 +111,8 @@ def audit_table(store: DynamicsStore, config: ScoreConfig = ScoreConfig(), audit
     add(no_fg, "no foreground in the label (EL2Nx undefined in every epoch)")
     add(seen_any & (np.where(np.isfinite(upto), upto, 0) < audit.near_zero).all(axis=0) & ~no_fg,
         "Dice near 0 throughout training")
-    add((dad_max >= audit.learned) & (after_peak_min <= dad_max - audit.forgotten_drop), "learned then forgotten")
+    add((dad_max >= audit.learned) & (after_peak_min <= (1 - audit.forgotten_share) * dad_max),
+        "learned then forgotten")
     add(_worst(dad, audit.tail, high_is_bad=False), f"lowest DAD: in the bottom {pct}")
     add(_worst(sigma, audit.tail, high_is_bad=True), f"unstable: sigma in the top {pct}")
     for name, label in (("el2n", "EL2N"), ("el2nx", "EL2Nx")):
