@@ -4,7 +4,8 @@ retrained with the EVA harness, test accuracy and NormDEL side by side.
 1. Train one classifier on the full training split (the 100 % reference; its penultimate features are
    one of the MedDEL embeddings).
 2. Embed the training images (``--encoders``): training-free intensities, the classifier's features and
-   the training-free ``vlad`` copy-detection descriptor (fitted on the training images, ``vlad.npz``).
+   the training-free ``vlad`` copy-detection descriptor (fitted on the training images, ``vlad.npz``)
+   and the paper's objective, ``mae`` (the self-supervised encoder of ``embed --source mae`` trained on them).
 3. For each fraction and seed: MedDEL keep-lists (target-fraction mode) from each embedding, and a
    random subset of the size of the first embedding's list; retrain each with the full run's settings
    (``epochs`` schedule).
@@ -28,6 +29,8 @@ import pandas as pd
 
 from nnunet_diet.core.normdel import normdel
 from nnunet_diet.embed.encoders import IntensityEncoder, MedmnistEncoder
+from nnunet_diet.embed.pretrain import SelfSupervisedEncoder, pretrain
+from nnunet_diet.embed.sslconfig import SSLConfig
 from nnunet_diet.embed.vlad import VladConfig, VladEncoder, fit_vlad
 from nnunet_diet.embed.run import embed
 from nnunet_diet.embed.sources import NpzImages
@@ -52,7 +55,9 @@ def main() -> None:
     p.add_argument("--stem-stride", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--encoders", nargs="+", default=["intensities", "classifier", "vlad"],
-                   choices=("intensities", "classifier", "vlad"), help="MedDEL embeddings (the first sizes random)")
+                   choices=("intensities", "classifier", "vlad", "mae"),
+                   help="MedDEL embeddings (the first sizes random); mae: the self-supervised encoder of "
+                        "`embed --source mae`, default settings, trained on the training images")
     args = p.parse_args()
 
     data = read_npz(args.npz)
@@ -64,7 +69,9 @@ def main() -> None:
              "test_acc_final": full.final_test_acc, "test_acc_best": full.best_test_acc}]
     source = NpzImages(args.npz)
     make = {"intensities": lambda folder: IntensityEncoder(16), "classifier": lambda folder: MedmnistEncoder(full_dir),
-            "vlad": lambda folder: VladEncoder(fit_vlad(source, folder, VladConfig(), progress=False))}
+            "vlad": lambda folder: VladEncoder(fit_vlad(source, folder, VladConfig(), progress=False)),
+            "mae": lambda folder: SelfSupervisedEncoder(pretrain(source, folder, SSLConfig(objective="mae"),
+                                                                 progress=False))}
     embeddings = {}
     for encoder in args.encoders:
         name, folder = f"meddel-{encoder}", args.out / f"emb_meddel-{encoder}"
