@@ -28,7 +28,7 @@ def test_docs_table_is_the_command_output():
 
 def test_every_listed_name_is_a_dad_trainer_nnunet_finds():
     names = [line.split()[0] for line in _listed().splitlines()[1:]]
-    assert len(names) == len(set(names)) == 111
+    assert len(names) == len(set(names)) == 123
     for name in ("nnUNetTrainerDAD", "nnUNetTrainerDADNoDeepSupervision", "nnUNetTrainerDADAdam_50epochs_10iters"):
         assert name in names
     # the call nnU-Net's recursive_find_trainer_class_by_name makes for each nnUNet_extTrainer folder
