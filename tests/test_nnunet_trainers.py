@@ -40,3 +40,23 @@ def test_every_listed_name_is_a_dad_trainer_nnunet_finds():
         assert issubclass(cls, DADRecordingMixin) and issubclass(cls, nnUNetTrainer)
         # checkpoints and DDP workers import the class by its module and qualified name
         assert getattr(importlib.import_module(cls.__module__), cls.__qualname__) is cls
+
+
+def test_cpu_trainers_respect_omp_num_threads(monkeypatch):
+    # nnUNetv2_train -device cpu calls torch.set_num_threads(cpu_count()) before building the trainer
+    import torch
+
+    from nnunet_diet.nnunet.trainer import _respect_omp_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        _respect_omp_threads(torch.device("cpu"))
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        monkeypatch.delenv("OMP_NUM_THREADS")  # unset: nnU-Net's choice stands
+        _respect_omp_threads(torch.device("cpu"))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
