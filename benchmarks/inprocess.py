@@ -50,15 +50,17 @@ def build_trainer(trainer_cls_name: str, pre: Path, plans_name: str, *, device: 
     return cls(plans, "3d_fullres", fold, dataset_json, device=torch.device(device))
 
 
-def make_trainer(trainer_cls_name: str, work: Path, *, features: int = 8, max_features: int = 64,
+def make_trainer(trainer_cls_name: str, work: Path, *, features: int | None = 8, max_features: int = 64,
                  device: str = "cpu", num_epochs: int = 10, seed: int = 0):
-    """``trainer_cls_name`` (nnU-Net's or ours) on lite plans ``features``..``max_features``, set up up to
-    its first training step (``on_train_start`` done; ``next(trainer.dataloader_train)`` gives batches)."""
+    """``trainer_cls_name`` (nnU-Net's or ours) on lite plans ``features``..``max_features`` (``features``
+    None: nnU-Net's default ``nnUNetPlans``), set up up to its first training step (``on_train_start``
+    done; ``next(trainer.dataloader_train)`` gives batches)."""
     from nnunet_diet.nnunet.plans import make_lite_plans
 
     pre = prepare_dataset(work)
-    plans_name = f"nnUNetPlans_lite{features}_{max_features}"
-    make_lite_plans(pre, target=plans_name, base_features=features, max_features=max_features)
+    plans_name = "nnUNetPlans" if features is None else f"nnUNetPlans_lite{features}_{max_features}"
+    if features is not None:
+        make_lite_plans(pre, target=plans_name, base_features=features, max_features=max_features)
     trainer = build_trainer(trainer_cls_name, pre, plans_name, device=device, seed=seed)
     trainer.num_epochs = num_epochs
     trainer.on_train_start()
