@@ -119,10 +119,13 @@ def ab_rows(times: dict[str, list[float]], kind: str) -> list[str]:
     """The A/B table (median and mean per iteration, overhead against the stock step) as markdown lines."""
     import numpy as np
 
-    rows = [f"| per iteration ({kind} time) | median | overhead | mean | overhead |", "|---|---|---|---|---|"]
+    rows = [f"| per iteration ({kind} time) | median | overhead | mean | overhead | paired |",
+            "|---|---|---|---|---|---|"]
     med_s, mean_s = statistics.median(times["stock"]), float(np.mean(times["stock"]))
     for name, t in times.items():
         med, mean = statistics.median(t), float(np.mean(t))
+        # paired: the median over batches of (this variant - stock) on the same batch, run next to each other
+        paired = statistics.median(np.subtract(t, times["stock"])) / med_s
         rows.append(f"| {name} | {med * 1e3:.1f} ms | {100 * (med / med_s - 1):+.2f} % | {mean * 1e3:.1f} ms | "
-                    f"{100 * (mean / mean_s - 1):+.2f} % |")
+                    f"{100 * (mean / mean_s - 1):+.2f} % | {100 * paired:+.2f} % |")
     return rows
