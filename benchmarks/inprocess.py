@@ -50,15 +50,17 @@ def build_trainer(trainer_cls_name: str, pre: Path, plans_name: str, *, device: 
     return cls(plans, "3d_fullres", fold, dataset_json, device=torch.device(device))
 
 
-def make_trainer(trainer_cls_name: str, work: Path, *, features: int = 8, max_features: int = 64,
+def make_trainer(trainer_cls_name: str, work: Path, *, features: int | None = 8, max_features: int = 64,
                  device: str = "cpu", num_epochs: int = 10, seed: int = 0):
-    """``trainer_cls_name`` (nnU-Net's or ours) on lite plans ``features``..``max_features``, set up up to
-    its first training step (``on_train_start`` done; ``next(trainer.dataloader_train)`` gives batches)."""
+    """``trainer_cls_name`` (nnU-Net's or ours) on lite plans ``features``..``max_features`` (``features``
+    None: nnU-Net's default ``nnUNetPlans``), set up up to its first training step (``on_train_start``
+    done; ``next(trainer.dataloader_train)`` gives batches)."""
     from nnunet_diet.nnunet.plans import make_lite_plans
 
     pre = prepare_dataset(work)
-    plans_name = f"nnUNetPlans_lite{features}_{max_features}"
-    make_lite_plans(pre, target=plans_name, base_features=features, max_features=max_features)
+    plans_name = "nnUNetPlans" if features is None else f"nnUNetPlans_lite{features}_{max_features}"
+    if features is not None:
+        make_lite_plans(pre, target=plans_name, base_features=features, max_features=max_features)
     trainer = build_trainer(trainer_cls_name, pre, plans_name, device=device, seed=seed)
     trainer.num_epochs = num_epochs
     trainer.on_train_start()
@@ -117,10 +119,13 @@ def ab_rows(times: dict[str, list[float]], kind: str) -> list[str]:
     """The A/B table (median and mean per iteration, overhead against the stock step) as markdown lines."""
     import numpy as np
 
-    rows = [f"| per iteration ({kind} time) | median | overhead | mean | overhead |", "|---|---|---|---|---|"]
+    rows = [f"| per iteration ({kind} time) | median | overhead | mean | overhead | paired |",
+            "|---|---|---|---|---|---|"]
     med_s, mean_s = statistics.median(times["stock"]), float(np.mean(times["stock"]))
     for name, t in times.items():
         med, mean = statistics.median(t), float(np.mean(t))
+        # paired: the median over batches of (this variant - stock) on the same batch, run next to each other
+        paired = statistics.median(np.subtract(t, times["stock"])) / med_s
         rows.append(f"| {name} | {med * 1e3:.1f} ms | {100 * (med / med_s - 1):+.2f} % | {mean * 1e3:.1f} ms | "
-                    f"{100 * (mean / mean_s - 1):+.2f} % |")
+                    f"{100 * (mean / mean_s - 1):+.2f} % | {100 * paired:+.2f} % |")
     return rows

@@ -51,7 +51,8 @@ SETTINGS = (  # the paper's default first
     Setting("paper", 0.01), Setting("paper", 0.01, 2), Setting("paper", 0.05), Setting("paper", 0.1),
     Setting("paper", 0.01, 1, True), Setting("paper", 0.05, 1, True), Setting("paper", 0.05, 2, True),
     Setting("spearman", 0.8), Setting("spearman", 0.85), Setting("spearman", 0.9), Setting("spearman", 0.8, 2),
-    Setting("kept", 0.8), Setting("kept", 0.9), Setting("kept", 0.8, 2),
+    Setting("spearman", 0.9, 2), Setting("spearman", 0.95), Setting("spearman", 0.95, 2),
+    Setting("kept", 0.8), Setting("kept", 0.9), Setting("kept", 0.8, 2), Setting("kept", 0.9, 2),
     Setting("noise", 1.0), Setting("noise", 1.5), Setting("noise", 2.0), Setting("noise", 1.5, 2),
 )
 

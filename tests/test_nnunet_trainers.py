@@ -28,7 +28,7 @@ def test_docs_table_is_the_command_output():
 
 def test_every_listed_name_is_a_dad_trainer_nnunet_finds():
     names = [line.split()[0] for line in _listed().splitlines()[1:]]
-    assert len(names) == len(set(names)) == 111
+    assert len(names) == len(set(names)) == 123
     for name in ("nnUNetTrainerDAD", "nnUNetTrainerDADNoDeepSupervision", "nnUNetTrainerDADAdam_50epochs_10iters"):
         assert name in names
     # the call nnU-Net's recursive_find_trainer_class_by_name makes for each nnUNet_extTrainer folder
@@ -40,3 +40,23 @@ def test_every_listed_name_is_a_dad_trainer_nnunet_finds():
         assert issubclass(cls, DADRecordingMixin) and issubclass(cls, nnUNetTrainer)
         # checkpoints and DDP workers import the class by its module and qualified name
         assert getattr(importlib.import_module(cls.__module__), cls.__qualname__) is cls
+
+
+def test_cpu_trainers_respect_omp_num_threads(monkeypatch):
+    # nnUNetv2_train -device cpu calls torch.set_num_threads(cpu_count()) before building the trainer
+    import torch
+
+    from nnunet_diet.nnunet.trainer import _respect_omp_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        _respect_omp_threads(torch.device("cpu"))
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        monkeypatch.delenv("OMP_NUM_THREADS")  # unset: nnU-Net's choice stands
+        _respect_omp_threads(torch.device("cpu"))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

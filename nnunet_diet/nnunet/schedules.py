@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-EPOCHS = (5, 6, 10, 20, 30, 50, 100, 250, 500)
+EPOCHS = (5, 6, 10, 20, 30, 50, 100, 150, 250, 500)
 ITERATIONS = (3, 5, 10, 25, 50)
 BASES = ("nnUNetTrainerDAD", "nnUNetTrainerDADAdam")  # the trainers that get short variants
 TRAINERS = (*BASES, "nnUNetTrainerDADNoDeepSupervision")  # nnU-Net's schedule: 1000 epochs x 250 iterations

@@ -15,6 +15,7 @@ remembers the stop so that ``--c`` does not train on). Optional exact mode (:mod
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -65,6 +66,16 @@ class _RecordingLoss(torch.nn.Module):
         return value
 
 
+def _respect_omp_threads(device: torch.device) -> None:
+    """``nnUNetv2_train -device cpu`` sets torch to ``multiprocessing.cpu_count()`` threads whatever
+    ``OMP_NUM_THREADS`` says; a user who set it (e.g. to share the CPU between jobs) gets that count back.
+    On a shared 2-core machine the overridden 2 threads per training made each training several times
+    slower (threads waiting for each other at every parallel region; docs/benchmarks.md, 2026-12-01)."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    if device.type == "cpu" and value.isdigit() and int(value) > 0 and torch.get_num_threads() != int(value):
+        torch.set_num_threads(int(value))
+
+
 class DADRecordingMixin:
     """DAD recording and the stop rule for any nnU-Net trainer: put it first among the bases.
 
@@ -76,6 +87,7 @@ class DADRecordingMixin:
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        _respect_omp_threads(self.device)
         self.dad_config = DADConfig.from_env()
         self.dad_folder = Path(self.output_folder) / "dad" if self.output_folder else None
         self.dad_store: DynamicsStore | None = None

@@ -5,7 +5,7 @@ For each base (``nnUNetTrainerDAD``: nnU-Net's SGD; ``nnUNetTrainerDADAdam``: th
 and ``max(1, I // 5)`` validation iterations per epoch and saves ``checkpoint_latest`` every epoch,
 for CPU work, demos and tests with lite plans.
 
-Why generated and not written out like nnU-Net's ``training_length/`` classes: the 108 classes differ
+Why generated and not written out like nnU-Net's ``training_length/`` classes: the 120 classes differ
 only in two numbers, so explicit copies would be some 800 lines of boilerplate to keep in step. To keep
 them findable, one list (:func:`.schedules.variants`) names them all: ``nnunet-diet trainers`` prints
 it, the table in docs/nnunet.md is that output (a test keeps the two equal), and the classes are built
