@@ -180,6 +180,15 @@ def _check_inputs(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray, visi
         raise DietError(f"probes must be in [1, {len(centroids)}] (the number of clusters), got {probes}")
 
 
+def _improve(best: np.ndarray, arg: np.ndarray, sims: np.ndarray, cols: np.ndarray) -> None:
+    """In place: where a row's largest similarity in ``sims`` (rows x candidates, first maximum) beats
+    ``best``, take it, and the candidate's index from ``cols`` into ``arg``."""
+    j = sims.argmax(axis=1)
+    top = sims[np.arange(len(sims)), j]
+    better = top > best
+    best[better], arg[better] = top[better], cols[j[better]]
+
+
 def _greedy_cluster(xs: np.ndarray, eta: float, block: int, first_tile: np.ndarray | None = None,
                     prior: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Greedy pass over the rows of ``xs`` in order: a row is kept unless its similarity to an earlier
@@ -198,11 +207,7 @@ def _greedy_cluster(xs: np.ndarray, eta: float, block: int, first_tile: np.ndarr
         cur_best, cur_arg = best[start : start + m], arg[start : start + m]
         for t in range(0, n_kept, block):  # earlier blocks' kept members, one tile at a time
             rows = kept[t : min(t + block, n_kept)]
-            sims = similarities(xb, xs[rows])
-            j = sims.argmax(axis=1)
-            top = sims[np.arange(m), j]
-            better = top > cur_best
-            cur_best[better], cur_arg[better] = top[better], rows[j[better]]
+            _improve(cur_best, cur_arg, similarities(xb, xs[rows]), rows)
         alive = cur_best <= eta
         tile = first_tile if start == 0 and first_tile is not None else similarities(xb, xb)
         if start == 0:
@@ -216,10 +221,7 @@ def _greedy_cluster(xs: np.ndarray, eta: float, block: int, first_tile: np.ndarr
         if not len(local):
             continue
         sims = np.where(np.arange(m)[None, :] > local[:, None], tile[local], -np.inf)
-        j = sims.argmax(axis=0)
-        top = sims[j, np.arange(m)]
-        better = top > cur_best
-        cur_best[better], cur_arg[better] = top[better], start + local[j[better]]
+        _improve(cur_best, cur_arg, sims.T, start + local)
         keep[start + local] = True
         kept[n_kept : n_kept + len(local)] = start + local
         n_kept += len(local)
@@ -307,11 +309,7 @@ def _prior(x: np.ndarray, rows: np.ndarray, cluster: int, keep: np.ndarray, labe
             other = cand[t : t + block]
             allowed = into[t : t + block][None, :] | (near[part, 1:, None] == labels[other][None, None, :]).any(1)
             sims = np.where(allowed, similarities(x[part], x[other]), -np.inf)
-            j = sims.argmax(axis=1)
-            top = sims[np.arange(len(part)), j]
-            better = top > best[start : start + len(part)]
-            best[start : start + len(part)][better] = top[better]
-            arg[start : start + len(part)][better] = other[j[better]]
+            _improve(best[start : start + len(part)], arg[start : start + len(part)], sims, other)
     return best, arg
 
 

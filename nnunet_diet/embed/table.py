@@ -18,13 +18,14 @@ __all__ = ["unit_views", "run_meddel", "keep_table", "centre_summary"]
 def unit_views(emb: Embeddings) -> np.ndarray:
     """Unit rows ``N x d``; for an embedding of ``views`` (meta ``views = V``, :mod:`~nnunet_diet.embed.views`)
     ``N x V x d / V`` with every view unit-length (a constant crop stays zero: similarity 0)."""
-    x = check_embeddings(emb.vectors, str(emb.path))
+    v = int(emb.meta.get("views", 1))
+    # l2_normalise checks the matrix itself: one scan of it, not two
+    x = l2_normalise(emb.vectors, str(emb.path)) if v == 1 else check_embeddings(emb.vectors, str(emb.path))
     d = emb.meta.get("d")
     if d is not None and d != x.shape[1]:
         raise DietError(f"{emb.path}: meta.json says {d}-d embeddings, the matrix has {x.shape[1]} columns")
-    v = int(emb.meta.get("views", 1))
     if v == 1:
-        return l2_normalise(x, str(emb.path))
+        return x
     if x.shape[1] % v:
         raise DietError(f"{emb.path}: meta.json says {v} views, which do not divide {x.shape[1]} columns")
     x = np.asarray(x, dtype=np.float32).reshape(len(x), v, -1)
