@@ -445,7 +445,8 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
     for method, (score, iters, note) in methods(store, args.window, args.iterations, seed, cl,
                                                 tuple(args.at)).items():
         result["methods"][method] = {"iterations": iters, "note": note,
-                                     "metrics": score_groups(score, bad, kinds, dice)}
+                                     "metrics": score_groups(score, bad, kinds, dice),
+                                     "corrupted_ranks": corrupted_ranks(score, ids, bad)}
     if cl_part is not None:
         # every method on the cases with an out-of-fold softmax so far, each queue cut to those cases
         keep = np.array([i in cl_part for i in ids])
@@ -458,6 +459,13 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
                 "iterations": iters, "note": note, "metrics": score_groups(score[keep], bad[keep], kinds[keep],
                                                                            dice[keep])}
     return result
+
+
+def corrupted_ranks(score: np.ndarray, ids: list[str], bad: np.ndarray) -> dict[str, int]:
+    """Queue position (1 = reviewed first) of every corrupted case, as the queue orders ``score``."""
+    rank = np.empty(len(score), int)
+    rank[np.argsort(-score, kind="stable")] = np.arange(1, len(score) + 1)
+    return {i: int(rank[k]) for k, i in enumerate(ids) if bad[k]}
 
 
 def score_groups(score: np.ndarray, bad: np.ndarray, kinds: np.ndarray, dice: np.ndarray) -> dict:
