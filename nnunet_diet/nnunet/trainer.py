@@ -96,7 +96,8 @@ class DADRecordingMixin:
         self._dad_keys = None
         self._dad_exact: ExactEvaluator | None = None
         self._dad_exact_seconds = 0.0  # exact mode's evaluations in this process (the summary's time figures)
-        self.logger.local_logger = DADLocalLogger(self.logger.local_logger.verbose)  # DAD panel in progress.png
+        self.logger.local_logger = DADLocalLogger(self.logger.local_logger.verbose,  # DAD panel in progress.png
+                                                  plot_every=self.dad_config.plot_every)
 
     # ------------------------------------------------------------------ set-up
     def initialize(self):
@@ -244,6 +245,8 @@ class DADRecordingMixin:
 
     def on_train_end(self):
         super().on_train_end()
+        if self.local_rank == 0:  # the last epochs, when NNUNET_DIET_PLOT_EVERY skipped them
+            self.logger.local_logger.plot_progress_png(self.output_folder, force=True)
         if self.local_rank == 0 and self.dad_store is not None and self.dad_store.n_epochs >= self.dad_config.window:
             write_outputs(self.dad_store, self.dad_config, self.dad_folder, num_epochs=self.num_epochs,
                           stop_epoch=self.dad_stop_epoch, seconds=self._dad_seconds())
@@ -252,6 +255,15 @@ class DADRecordingMixin:
         elif self.local_rank == 0:
             self.print_to_log_file(f"DAD: fewer than {self.dad_config.window} epochs recorded; no scores written",
                                    also_print_to_console=True)
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """nnU-Net's final validation, or with ``NNUNET_DIET_FINAL_VALIDATION=0`` a line saying it was skipped
+        (a run kept for its DAD scores only, e.g. ``nnunet-diet pipeline``'s scoring run, whose validation Dice
+        nothing reads; ``nnUNetv2_train ... --val`` without the variable runs it later from ``checkpoint_final.pth``)."""
+        if self.dad_config.final_validation:
+            return super().perform_actual_validation(save_probabilities)
+        self.print_to_log_file("nnunet-diet: nnU-Net's final validation skipped (NNUNET_DIET_FINAL_VALIDATION=0)",
+                               also_print_to_console=True)
 
 
 class nnUNetTrainerDAD(DADRecordingMixin, nnUNetTrainer):
