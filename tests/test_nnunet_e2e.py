@@ -275,6 +275,8 @@ def test_pipeline_command_runs_every_step(nnunet_root, tmp_path):
         assert out.count(f"   [{label}] nnunet-diet epoch ") == epochs, label
     # the full list's retraining ran beside the scoring run: it started before that run ended
     assert out.index("== retrain on fold 0 (full)") < out.index("[scoring] done in")
+    assert out.count("] nnunet-diet validation: mean foreground Dice ") == 3  # each retraining's final validation
+    assert "   [scoring] nnunet-diet validation: nnU-Net's final validation skipped" in out
     assert "at random" not in out
     results = tmp_path / "out" / "nnUNet_results" / "Dataset992_Hippo10"
     fold0 = results / "nnUNetTrainerDADAdam_6epochs_3iters__nnUNetPlans_lite__3d_fullres" / "fold_0"

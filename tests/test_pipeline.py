@@ -85,8 +85,8 @@ def test_jobs_must_be_positive(tmp_path):
 def _sleeper(tmp_path, name: str, seconds: float = 0.6, code: int = 0) -> _Job:
     """A job that notes when it started and ended and prints one tagged epoch line."""
     script = (f"import time; s = time.time(); time.sleep({seconds}); print('noise'); "
-              f"print('x nnunet-diet epoch 1/1: done'); open({str(tmp_path / name)!r}, 'w').write(f'{{s}} {{time.time()}}'); "
-              f"raise SystemExit({code})")
+              f"print('x nnunet-diet epoch 1/1: done'); "
+              f"open({str(tmp_path / name)!r}, 'w').write(f'{{s}} {{time.time()}}'); raise SystemExit({code})")
     return _Job(name, f"job {name}", [sys.executable, "-c", script], dict(os.environ), tmp_path / f"{name}.log")
 
 
@@ -106,8 +106,8 @@ def test_slots_run_jobs_side_by_side_at_most_n_in_order(tmp_path, capsys):
 
 def test_slots_failure_names_the_step_and_log_and_stop_ends_the_others(tmp_path):
     slots = _Slots(2)
-    bad, slow, queued = (slots.submit(_sleeper(tmp_path, "bad", 0.1, code=3)), slots.submit(_sleeper(tmp_path, "slow", 30)),
-                         slots.submit(_sleeper(tmp_path, "queued", 0.1)))
+    bad = slots.submit(_sleeper(tmp_path, "bad", 0.1, code=3))
+    slow, queued = slots.submit(_sleeper(tmp_path, "slow", 30)), slots.submit(_sleeper(tmp_path, "queued", 0.1))
     with pytest.raises(DietError, match=f"job bad failed \\(exit 3\\); see {tmp_path / 'bad.log'}"):
         bad.check()
     time.sleep(0.5)

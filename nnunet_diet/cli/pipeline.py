@@ -30,7 +30,7 @@ from pathlib import Path
 from ..core.atomic import check_output
 from ..core.errors import DietError, check_fraction
 from ..core.stop_rules import STOP_RULES, check_stop_rule, stop_test
-from ..nnunet.progress import TAG
+from ..nnunet.progress import TAG, VALIDATION_TAG
 from ..nnunet.schedules import EPOCHS, ITERATIONS
 from ..nnunet.splits import case_identifiers, load_or_create_splits, write_splits
 
@@ -104,8 +104,9 @@ def _step(title: str, args: list, env: dict, log: Path | None = None) -> None:
 
 
 class _Job:
-    """One command that may run beside others: its output goes to ``log``, the trainer's epoch lines are shown
-    on the terminal with ``label`` in front; :meth:`run` blocks until it ends (call it from a thread)."""
+    """One command that may run beside others: its output goes to ``log``, the trainer's epoch and validation
+    lines are shown on the terminal with ``label`` in front; :meth:`run` blocks until it ends (call it from a
+    thread)."""
 
     _print = threading.Lock()  # one line at a time from concurrent jobs
 
@@ -125,12 +126,13 @@ class _Job:
         self.say(f"\n== {self.title}\n$ {' '.join(shlex.quote(a) for a in self.cmd)}")
         t0 = time.time()
         try:
-            with open(self.log, "w") as fh, subprocess.Popen(self.cmd, env=self.env, text=True, stdout=subprocess.PIPE,
-                                                             stderr=subprocess.STDOUT) as self.proc:
+            with open(self.log, "w", buffering=1) as fh, subprocess.Popen(  # the log line by line: tail -f works
+                    self.cmd, env=self.env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as self.proc:
                 for line in self.proc.stdout:
                     fh.write(line)
-                    if TAG in line:
-                        self.say(f"   [{self.label}] " + line[line.index(TAG):].rstrip())
+                    tag = next((t for t in (TAG, VALIDATION_TAG) if t in line), None)
+                    if tag:
+                        self.say(f"   [{self.label}] " + line[line.index(tag):].rstrip())
             self.returncode, self.seconds = self.proc.returncode, time.time() - t0
             self.say(f"   [{self.label}] " + (f"done in {self.seconds:.0f} s (log: {self.log})" if self.returncode == 0
                                              else f"failed (exit {self.returncode}); see {self.log}"))

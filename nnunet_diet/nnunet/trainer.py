@@ -37,7 +37,7 @@ from .config import DADConfig, centre_of
 from .exact import ExactEvaluator
 from .logger import DADLocalLogger
 from .outputs import write_outputs
-from .progress import epoch_line
+from .progress import VALIDATION_TAG, epoch_line
 from .recorder import case_values, patch_sums
 
 LOG_KEYS = ("dad_mean_dice", "dad_moving_distance")
@@ -259,11 +259,22 @@ class DADRecordingMixin:
     def perform_actual_validation(self, save_probabilities: bool = False):
         """nnU-Net's final validation, or with ``NNUNET_DIET_FINAL_VALIDATION=0`` a line saying it was skipped
         (a run kept for its DAD scores only, e.g. ``nnunet-diet pipeline``'s scoring run, whose validation Dice
-        nothing reads; ``nnUNetv2_train ... --val`` without the variable runs it later from ``checkpoint_final.pth``)."""
-        if self.dad_config.final_validation:
-            return super().perform_actual_validation(save_probabilities)
-        self.print_to_log_file("nnunet-diet: nnU-Net's final validation skipped (NNUNET_DIET_FINAL_VALIDATION=0)",
-                               also_print_to_console=True)
+        nothing reads; ``nnUNetv2_train ... --val`` without the variable runs it later from
+        ``checkpoint_final.pth``). Else the lines before and after it tell the pipeline's terminal it is running."""
+        if not self.dad_config.final_validation:
+            self.print_to_log_file(f"{VALIDATION_TAG}: nnU-Net's final validation skipped "
+                                   "(NNUNET_DIET_FINAL_VALIDATION=0)", also_print_to_console=True)
+            return
+        t0 = time.time()
+        if self.local_rank == 0:
+            self.print_to_log_file(f"{VALIDATION_TAG}: nnU-Net's final validation of fold {self.fold} "
+                                   f"({len(self.do_split()[1])} cases)", also_print_to_console=True)
+        super().perform_actual_validation(save_probabilities)
+        summary = Path(self.output_folder) / "validation" / "summary.json"
+        if self.local_rank == 0 and summary.is_file():
+            dice = json.loads(summary.read_text())["foreground_mean"]["Dice"]
+            self.print_to_log_file(f"{VALIDATION_TAG}: mean foreground Dice {dice:.3f} ({time.time() - t0:.0f} s)",
+                                   also_print_to_console=True)
 
 
 class nnUNetTrainerDAD(DADRecordingMixin, nnUNetTrainer):
