@@ -81,26 +81,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _step(title: str, args: list, env: dict, log: Path | None = None) -> None:
-    """Print and run one command; with ``log``, its output goes there and only the trainer's one-line
-    epoch progress (lines tagged :data:`~nnunet_diet.nnunet.progress.TAG`) is shown."""
+    """Print and run one command, its output on the terminal; with ``log``, as a :class:`_Job` (the output to
+    ``log``, the trainer's tagged lines shown)."""
+    if log is not None:
+        job = _Job(log.stem, title, args, env, log)
+        job.run()
+        return job.check()
     with _Job._print:
         print(f"\n== {title}\n$ {' '.join(shlex.quote(str(a)) for a in args)}", flush=True)
     t0 = time.time()
-    cmd = [str(a) for a in args]
-    if log is None:
-        returncode = subprocess.run(cmd, env=env).returncode
-    else:
-        with open(log, "w") as fh, subprocess.Popen(cmd, env=dict(env, PYTHONUNBUFFERED="1"), text=True,
-                                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
-            for line in proc.stdout:
-                fh.write(line)
-                if TAG in line:
-                    print("   " + line[line.index(TAG):].rstrip(), flush=True)
-        returncode = proc.returncode
+    returncode = subprocess.run([str(a) for a in args], env=env).returncode
     if returncode != 0:
-        raise DietError(f"{title} failed (exit {returncode})" + (f"; see {log}" if log else ""))
+        raise DietError(f"{title} failed (exit {returncode})")
     with _Job._print:
-        print(f"   done in {time.time() - t0:.0f} s" + (f" (log: {log})" if log else ""), flush=True)
+        print(f"   done in {time.time() - t0:.0f} s", flush=True)
 
 
 class _Job:
