@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -143,3 +144,33 @@ def test_spread_lines_state_the_repeat_gap_and_each_label_not_learned():
     assert lines[1].startswith("not learned in 100 iterations: DAD ambiguous, 40% pruned (anterior 0.000): such")
     single = spread_lines(_dice([("full", 0, 32, 0.7, 0.6)]), ["anterior", "posterior"], 100)
     assert len(single) == 1 and "--repeat-full" in single[0]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_stop_ends_a_jobs_worker_processes_too(tmp_path):
+    # nnUNetv2_train starts data-augmentation workers; ending only the trainer would leave them running
+    pids = tmp_path / "child"
+    script = ("import subprocess, sys, time; c = subprocess.Popen(['sleep', '60']); "
+              f"open({str(pids)!r}, 'w').write(str(c.pid)); print('x nnunet-diet epoch 1/1: go', flush=True); "
+              "time.sleep(60)")
+    slots = _Slots(1)
+    job = slots.submit(_Job("w", "job w", [sys.executable, "-c", script], dict(os.environ), tmp_path / "w.log"))
+    for _ in range(200):
+        if pids.exists() and pids.read_text():
+            break
+        time.sleep(0.05)
+    child = int(pids.read_text())
+    assert _alive(child)
+    slots.stop()
+    job.done.wait(10)
+    for _ in range(100):
+        if not _alive(child):
+            break
+        time.sleep(0.05)
+    assert not _alive(child) and job.returncode != 0

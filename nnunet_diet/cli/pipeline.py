@@ -20,6 +20,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -121,7 +122,8 @@ class _Job:
         t0 = time.time()
         try:
             with open(self.log, "w", buffering=1) as fh, subprocess.Popen(  # the log line by line: tail -f works
-                    self.cmd, env=self.env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as self.proc:
+                    self.cmd, env=self.env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    start_new_session=True) as self.proc:  # its own process group: stop() ends its workers too
                 for line in self.proc.stdout:
                     fh.write(line)
                     tag = next((t for t in (TAG, VALIDATION_TAG) if t in line), None)
@@ -181,7 +183,7 @@ class _Slots:
             self._stopped = True
         for job in self.jobs:
             if job.proc is not None and job.proc.poll() is None:
-                job.proc.terminate()
+                os.killpg(job.proc.pid, signal.SIGTERM)  # nnU-Net's augmentation workers with it
 
 
 def training_threads(jobs: int, env: dict) -> str | None:
