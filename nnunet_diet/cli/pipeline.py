@@ -86,7 +86,10 @@ def _step(title: str, args: list, env: dict, log: Path | None = None) -> None:
     ``log``, the trainer's tagged lines shown)."""
     if log is not None:
         job = _Job(log.stem, title, args, env, log)
-        job.run()
+        try:
+            job.run()
+        finally:
+            job.kill()  # after Ctrl-C: the command runs in its own process group
         return job.check()
     with _Job._print:
         print(f"\n== {title}\n$ {' '.join(shlex.quote(str(a)) for a in args)}", flush=True)
@@ -135,6 +138,11 @@ class _Job:
         finally:
             self.done.set()
 
+    def kill(self) -> None:
+        """End the command and its workers if it still runs (its own process group)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+
     def check(self) -> None:
         """Wait for the job's end; a failure names the step and its log."""
         self.done.wait()
@@ -182,8 +190,7 @@ class _Slots:
         with self._cond:
             self._stopped = True
         for job in self.jobs:
-            if job.proc is not None and job.proc.poll() is None:
-                os.killpg(job.proc.pid, signal.SIGTERM)  # nnU-Net's augmentation workers with it
+            job.kill()  # nnU-Net's augmentation workers with it
 
 
 def training_threads(jobs: int, env: dict) -> str | None:
