@@ -69,13 +69,16 @@ def make_trainer(trainer_cls_name: str, work: Path, *, features: int | None = 8,
     return trainer
 
 
-def ab_times(trainer, iterations: int, clock: Callable[[], float]) -> dict[str, list[float]]:
+def ab_times(trainer, iterations: int, clock: Callable[[], float],
+             faults: dict[str, list[int]] | None = None) -> dict[str, list[float]]:
     """Seconds (by ``clock``) of each of ``iterations`` batches trained three times, in rotating order so that
     none always runs first: through the stock ``nnUNetTrainer.train_step`` (the loss wrapper sees no case keys
     and records nothing), through ``nnUNetTrainerDAD.train_step`` (per-case TP/FP/FN and error norms) and the
-    same with ``NNUNET_DIET_ERROR_NORMS=0`` (Dice only). CUDA is synchronised around each step. Leaves the
-    trainer's epoch accumulator holding the sums of one full recording step."""
+    same with ``NNUNET_DIET_ERROR_NORMS=0`` (Dice only). CUDA is synchronised around each step. ``faults``
+    (a dict, filled in): the process's minor page faults of each step, per variant (memory the allocator took
+    fresh from the kernel). Leaves the trainer's epoch accumulator holding the sums of one full recording step."""
     import dataclasses
+    import resource
 
     import torch
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -103,29 +106,52 @@ def ab_times(trainer, iterations: int, clock: Callable[[], float]) -> dict[str, 
     for _ in range(3):  # warm-up
         variants["with recording"](next(trainer.dataloader_train))
     times: dict[str, list[float]] = {name: [] for name in variants}
+    if faults is not None:
+        faults.update({name: [] for name in variants})
     names = list(variants)
     for i in range(iterations):
         batch = next(trainer.dataloader_train)
         for name in names[i % 3:] + names[:i % 3]:
             trainer._dad_acc.reset()  # the two recording variants record different quantities
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             times[name].append(timed(variants[name], batch))
+            if faults is not None:
+                faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     trainer._dad_acc.reset()
     variants["with recording"](next(trainer.dataloader_train))  # full sums for the end-of-epoch timing
     trainer.dad_config = full
     return times
 
 
-def ab_rows(times: dict[str, list[float]], kind: str) -> list[str]:
-    """The A/B table (median and mean per iteration, overhead against the stock step) as markdown lines."""
+def paired_overhead(variant, stock, *, resamples: int = 4000, seed: int = 0) -> tuple[float, float, float]:
+    """Overhead of ``variant`` over ``stock`` measured on the same batches: the median over batches of
+    (variant - stock), divided by the median stock time, with a 95 % bootstrap confidence interval (batches
+    resampled with replacement, ``resamples`` times; percentile interval). Returns (estimate, low, high)."""
     import numpy as np
 
-    rows = [f"| per iteration ({kind} time) | median | overhead | mean | overhead | paired |",
-            "|---|---|---|---|---|---|"]
+    v, s = np.asarray(variant, float), np.asarray(stock, float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(s), size=(resamples, len(s)))
+    boot = np.median(v[idx] - s[idx], axis=1) / np.median(s[idx], axis=1)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return float(np.median(v - s) / np.median(s)), float(low), float(high)
+
+
+def ab_rows(times: dict[str, list[float]], kind: str, faults: dict[str, list[int]] | None = None) -> list[str]:
+    """The A/B table as markdown lines: median and mean per iteration with their overhead against the stock
+    step, and the paired overhead (:func:`paired_overhead`) with its 95 % confidence interval; with ``faults``,
+    the median minor page faults per step."""
+    import numpy as np
+
+    rows = [f"| per iteration ({kind} time) | median | overhead | mean | overhead | paired | paired 95 % CI |"
+            + (" page faults / step |" if faults else ""),
+            "|---|---|---|---|---|---|---|" + ("---|" if faults else "")]
     med_s, mean_s = statistics.median(times["stock"]), float(np.mean(times["stock"]))
     for name, t in times.items():
         med, mean = statistics.median(t), float(np.mean(t))
-        # paired: the median over batches of (this variant - stock) on the same batch, run next to each other
-        paired = statistics.median(np.subtract(t, times["stock"])) / med_s
+        paired, low, high = paired_overhead(t, times["stock"])
         rows.append(f"| {name} | {med * 1e3:.1f} ms | {100 * (med / med_s - 1):+.2f} % | {mean * 1e3:.1f} ms | "
-                    f"{100 * (mean / mean_s - 1):+.2f} % | {100 * paired:+.2f} % |")
+                    f"{100 * (mean / mean_s - 1):+.2f} % | {100 * paired:+.2f} % | "
+                    f"[{100 * low:+.2f}, {100 * high:+.2f}] % |" + (f" {statistics.median(faults[name]):.0f} |"
+                                                                 if faults else ""))
     return rows

@@ -258,16 +258,25 @@ def test_pipeline_command_runs_every_step(nnunet_root, tmp_path):
     shutil.copytree(nnunet_root / "raw" / DATASET, raw)
     env = {k: v for k, v in _env(nnunet_root).items() if not k.startswith("nnUNet_")}
     env["nnUNet_n_proc_DA"] = "0"  # augmentation in-process: four trainings without worker processes
+    env["OMP_NUM_THREADS"] = "1"  # two trainings at a time on the test machine's cores
     proc = _run([BIN / "nnunet-diet", "pipeline", "-o", tmp_path / "out", "--raw", raw, "--dataset-id", "992",
                  "--epochs", "6", "--iterations", "3", "--window", "2", "--retrain-epochs", "5", "--no-random",
                  "--repeat-full"], env,
                 timeout=1200)
     out = proc.stdout
     for step in ("plan and preprocess", "lite plans", "train nnUNetTrainerDADAdam_6epochs_3iters", "prune 40%",
-                 "retrain on fold 0 (full)", "retrain on fold 5 (DAD ambiguous, 40% pruned)",
-                 "retrain on fold 6 (full, trained again)", "HTML report", "moving distance L per window"):
+                 "retrain on fold 0 (full)", "retrain on fold 5 (full, trained again)",
+                 "retrain on fold 6 (DAD ambiguous, 40% pruned)", "HTML report", "moving distance L per window",
+                 "trainings: 2 at a time (the full list's retraining beside the scoring run, then the pruned lists), "
+                 "1 torch thread each"):
         assert step in out
     assert out.count("nnunet-diet epoch ") == 6 + 3 * 5  # the trainer's line per epoch, streamed from the logs
+    for label, epochs in (("scoring", 6), ("full", 5), ("full again", 5), ("DAD", 5)):  # tagged by training
+        assert out.count(f"   [{label}] nnunet-diet epoch ") == epochs, label
+    # the full list's retraining ran beside the scoring run: it started before that run ended
+    assert out.index("== retrain on fold 0 (full)") < out.index("[scoring] done in")
+    assert out.count("] nnunet-diet validation: mean foreground Dice ") == 3  # each retraining's final validation
+    assert "   [scoring] nnunet-diet validation: nnU-Net's final validation skipped" in out
     assert "at random" not in out
     results = tmp_path / "out" / "nnUNet_results" / "Dataset992_Hippo10"
     fold0 = results / "nnUNetTrainerDADAdam_6epochs_3iters__nnUNetPlans_lite__3d_fullres" / "fold_0"
@@ -278,13 +287,18 @@ def test_pipeline_command_runs_every_step(nnunet_root, tmp_path):
         ("spearman", 0.8, 2, 1)
     assert "stop rule of the scoring run: spearman, stops at Spearman >= 0.8 in 2 windows in a row" in out
     assert f"time: {summary['epochs_trained']} epochs took" in out and summary["seconds"]["exact_mode"] > 0
+    assert settings["final_validation"] is False and not (fold0 / "validation").exists()  # nothing read it
+    assert "nnU-Net's final validation skipped (NNUNET_DIET_FINAL_VALIDATION=0)" in (
+        tmp_path / "out" / "logs" / "train_fold0.log").read_text()
+    assert settings["plot_every"] == 2 and (fold0 / "progress.png").is_file()  # redrawn once a window, and at the end
     splits = json.loads((tmp_path / "out" / "nnUNet_preprocessed" / "Dataset992_Hippo10" /
                          "splits_final.json").read_text())
-    assert splits[6] == splits[0] and len(splits[5]["train"]) == 5 and splits[5]["val"] == splits[0]["val"]
+    assert splits[5] == splits[0] and len(splits[6]["train"]) == 5 and splits[6]["val"] == splits[0]["val"]
     table = out[out.index("training list"):out.index("run-to-run spread")].splitlines()
     assert table[0].split() == ["training", "list", "fold", "cases", "Dice", "anterior", "posterior"]
     retrained = results / "nnUNetTrainerDADAdam_5epochs_3iters__nnUNetPlans_lite__3d_fullres"
-    for line, fold, cases in zip(table[1:], (0, 5, 6), (8, 5, 8)):  # nnU-Net's own validation of each fold
+    assert [line.split()[0] for line in table[1:4]] == ["full", "DAD", "full,"]
+    for line, fold, cases in zip(table[1:4], (0, 6, 5), (8, 5, 8)):  # nnU-Net's own validation of each fold
         validation = json.loads((retrained / f"fold_{fold}" / "validation" / "summary.json").read_text())
         numbers = line.split()[-5:]
         assert numbers[:2] == [str(fold), str(cases)]

@@ -53,6 +53,23 @@ def test_progress_png_gets_a_dad_panel_and_leaves_the_global_style_alone(tmp_pat
     assert dict(matplotlib.rcParams) == before
 
 
+def test_progress_png_every_k_epochs_and_when_forced(tmp_path):
+    logger = DADLocalLogger(plot_every=5)
+    png = tmp_path / "progress.png"
+    _logged(logger, 4)
+    logger.plot_progress_png(str(tmp_path))
+    assert not png.exists()  # 4 epochs logged: not a multiple of 5
+    logger.plot_progress_png(str(tmp_path), force=True)  # what the trainer asks at the end of training
+    assert png.is_file() and logger.plotted_epochs == 4
+    png.unlink()
+    logger.plot_progress_png(str(tmp_path), force=True)
+    assert not png.exists()  # these 4 epochs are drawn already
+    logger.my_fantastic_logging = LocalLogger().my_fantastic_logging
+    _logged(logger, 5)  # 5 epochs logged: drawn
+    logger.plot_progress_png(str(tmp_path))
+    assert png.is_file() and logger.plotted_epochs == 5
+
+
 def test_dad_plots_look_the_same_after_nnunets_stock_logger_styled_the_process(tmp_path):
     table = pd.DataFrame({"dad": np.linspace(0.1, 0.9, 20), "sigma": np.linspace(0.05, 0.2, 20),
                           "region": ["hard"] * 4 + ["ambiguous"] * 12 + ["easy"] * 4})

@@ -103,9 +103,14 @@ def test_config_from_env_validates_and_echoes():
     cfg = DADConfig.from_env({"NNUNET_DIET_WINDOW": "5", "NNUNET_DIET_STOP": "0", "NNUNET_DIET_ABSOLUTE": "yes"})
     assert (cfg.window, cfg.stop, cfg.absolute, cfg.threshold) == (5, False, True, 0.01)
     assert "window=5" in cfg.describe()
+    assert (cfg.plot_every, cfg.final_validation) == (1, True)  # nnU-Net's behaviour unless asked otherwise
+    cfg = DADConfig.from_env({"NNUNET_DIET_PLOT_EVERY": "5", "NNUNET_DIET_FINAL_VALIDATION": "0"})
+    assert (cfg.plot_every, cfg.final_validation) == (5, False)
     for env, message in [({"NNUNET_DIET_WINDOW": "0"}, "NNUNET_DIET_WINDOW='0': expected an integer >= 1"),
                          ({"NNUNET_DIET_THRESHOLD": "x"}, "NNUNET_DIET_THRESHOLD='x': expected a number in"),
-                         ({"NNUNET_DIET_STOP": "maybe"}, "NNUNET_DIET_STOP='maybe': expected 0 or 1")]:
+                         ({"NNUNET_DIET_STOP": "maybe"}, "NNUNET_DIET_STOP='maybe': expected 0 or 1"),
+                         ({"NNUNET_DIET_PLOT_EVERY": "0"}, "NNUNET_DIET_PLOT_EVERY='0': expected an integer >= 1"),
+                         ({"NNUNET_DIET_FINAL_VALIDATION": "x"}, "NNUNET_DIET_FINAL_VALIDATION='x': expected 0 or 1")]:
         with pytest.raises(DietError, match=message):
             DADConfig.from_env(env)
 

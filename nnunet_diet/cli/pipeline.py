@@ -4,10 +4,12 @@ Plan and preprocess a raw dataset, derive lite plans, train ``nnUNetTrainerDAD``
 fold 0 until the DAD stop rule fires (by default: Spearman >= 0.8 between the exact-mode DAD rankings of
 consecutive windows, two windows in a row; the summary says at which epoch and what the stop saved, in
 epochs and in time), prune fold 0 by DAD (and at random, the baseline) into new folds, retrain the full
-and the pruned lists with one schedule and print nnU-Net's validation Dice of each side by side, then
-write the HTML report of the scoring run: the commands a user runs, printed and run in order, with
-nnU-Net's folders under one output folder and its output in ``logs/`` (the terminal shows one line per
-training epoch). By default on the 40 real hippocampus cases shipped in
+list (twice: the run-to-run spread) and the pruned lists with one schedule and print nnU-Net's validation
+Dice of each side by side, then write the HTML report of the scoring run: the commands a user runs,
+printed and run, with nnU-Net's folders under one output folder and its output in ``logs/`` (the terminal
+shows one line per training epoch, tagged with its training). Two trainings run at a time (``--jobs``),
+each with half the cores: the full list's retrainings beside the scoring run, whose result they do not
+need, then the pruned lists. By default on the 40 real hippocampus cases shipped in
 ``nnunet_diet/examples/hippocampus40`` (CPU, lite plans, under 10 minutes on 2 cores).
 """
 
@@ -18,17 +20,20 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from pathlib import Path
 
 from ..core.atomic import check_output
 from ..core.errors import DietError, check_fraction
 from ..core.stop_rules import STOP_RULES, check_stop_rule, stop_test
-from ..nnunet.progress import TAG
+from ..nnunet.progress import TAG, VALIDATION_TAG
 from ..nnunet.schedules import EPOCHS, ITERATIONS
-from ..nnunet.splits import write_splits
+from ..nnunet.splits import case_identifiers, load_or_create_splits, write_splits
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hippocampus40"
 BIN = Path(sys.executable).parent
@@ -66,32 +71,138 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="epochs of every retraining: the full list, the DAD-pruned and the random list (default 10)")
     p.add_argument("--random", action=argparse.BooleanOptionalAction, default=True,
                    help="also retrain a random list of the pruned size (default: yes)")
-    p.add_argument("--repeat-full", action=argparse.BooleanOptionalAction, default=False,
-                   help="train the full list a second time: how much two identical runs differ (default: no; one "
-                        "more training, about 100 s on an idle 2-core machine)")
+    p.add_argument("--repeat-full", action=argparse.BooleanOptionalAction, default=True,
+                   help="train the full list a second time: how much two identical runs differ (default: yes; it "
+                        "trains beside the scoring run, on the core that run leaves free)")
+    p.add_argument("--jobs", type=int, default=2, help="trainings at a time (default 2: the full list's "
+                   "retrainings beside the scoring run, then the pruned lists; each with cores / jobs torch threads "
+                   "unless OMP_NUM_THREADS is set); 1: one after another with nnU-Net's threads")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.set_defaults(func=run)
 
 
 def _step(title: str, args: list, env: dict, log: Path | None = None) -> None:
-    """Print and run one command; with ``log``, its output goes there and only the trainer's one-line
-    epoch progress (lines tagged :data:`~nnunet_diet.nnunet.progress.TAG`) is shown."""
-    print(f"\n== {title}\n$ {' '.join(shlex.quote(str(a)) for a in args)}", flush=True)
+    """Print and run one command, its output on the terminal; with ``log``, as a :class:`_Job` (the output to
+    ``log``, the trainer's tagged lines shown)."""
+    if log is not None:
+        job = _Job(log.stem, title, args, env, log)
+        try:
+            job.run()
+        finally:
+            job.kill()  # after Ctrl-C: the command runs in its own process group
+        return job.check()
+    with _Job._print:
+        print(f"\n== {title}\n$ {' '.join(shlex.quote(str(a)) for a in args)}", flush=True)
     t0 = time.time()
-    cmd = [str(a) for a in args]
-    if log is None:
-        returncode = subprocess.run(cmd, env=env).returncode
-    else:
-        with open(log, "w") as fh, subprocess.Popen(cmd, env=dict(env, PYTHONUNBUFFERED="1"), text=True,
-                                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
-            for line in proc.stdout:
-                fh.write(line)
-                if TAG in line:
-                    print("   " + line[line.index(TAG):].rstrip(), flush=True)
-        returncode = proc.returncode
+    returncode = subprocess.run([str(a) for a in args], env=env).returncode
     if returncode != 0:
-        raise DietError(f"{title} failed (exit {returncode})" + (f"; see {log}" if log else ""))
-    print(f"   done in {time.time() - t0:.0f} s" + (f" (log: {log})" if log else ""), flush=True)
+        raise DietError(f"{title} failed (exit {returncode})")
+    with _Job._print:
+        print(f"   done in {time.time() - t0:.0f} s", flush=True)
+
+
+class _Job:
+    """One command that may run beside others: its output goes to ``log``, the trainer's epoch and validation
+    lines are shown on the terminal with ``label`` in front; :meth:`run` blocks until it ends (call it from a
+    thread)."""
+
+    _print = threading.Lock()  # one line at a time from concurrent jobs
+
+    def __init__(self, label: str, title: str, args: list, env: dict, log: Path) -> None:
+        self.label, self.title, self.log = label, title, log
+        self.cmd, self.env = [str(a) for a in args], dict(env, PYTHONUNBUFFERED="1")
+        self.proc: subprocess.Popen | None = None
+        self.returncode: int | None = None
+        self.seconds = 0.0
+        self.done = threading.Event()
+
+    def say(self, text: str) -> None:
+        with self._print:
+            print(text, flush=True)
+
+    def run(self) -> None:
+        self.say(f"\n== {self.title}\n$ {' '.join(shlex.quote(a) for a in self.cmd)}")
+        t0 = time.time()
+        try:
+            with open(self.log, "w", buffering=1) as fh, subprocess.Popen(  # the log line by line: tail -f works
+                    self.cmd, env=self.env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    start_new_session=True) as self.proc:  # its own process group: stop() ends its workers too
+                for line in self.proc.stdout:
+                    fh.write(line)
+                    tag = next((t for t in (TAG, VALIDATION_TAG) if t in line), None)
+                    if tag:
+                        self.say(f"   [{self.label}] " + line[line.index(tag):].rstrip())
+            self.returncode, self.seconds = self.proc.returncode, time.time() - t0
+            self.say(f"   [{self.label}] " + (f"done in {self.seconds:.0f} s (log: {self.log})" if self.returncode == 0
+                                             else f"failed (exit {self.returncode}); see {self.log}"))
+        finally:
+            self.done.set()
+
+    def kill(self) -> None:
+        """End the command and its workers if it still runs (its own process group)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+
+    def check(self) -> None:
+        """Wait for the job's end; a failure names the step and its log."""
+        self.done.wait()
+        if self.returncode != 0:
+            raise DietError(f"{self.title} failed (exit {self.returncode}); see {self.log}")
+
+
+class _Slots:
+    """Run :class:`_Job` s in the background, at most ``n`` at a time, in the order submitted."""
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._queue: deque[_Job] = deque()
+        self._cond = threading.Condition()
+        self._stopped = False
+        self.jobs: list[_Job] = []
+
+    def submit(self, job: _Job) -> _Job:
+        with self._cond:
+            self._queue.append(job)
+        self.jobs.append(job)
+        threading.Thread(target=self._work, args=(job,), daemon=True).start()
+        return job
+
+    def _work(self, job: _Job) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._free > 0 and self._queue[0] is job)
+            self._queue.popleft()
+            self._free -= 1
+            self._cond.notify_all()
+            if self._stopped:
+                job.returncode = -1
+                job.done.set()
+                return
+        try:
+            job.run()
+        finally:
+            with self._cond:
+                self._free += 1
+                self._cond.notify_all()
+
+    def stop(self) -> None:
+        """End every job still running and start no other (after a failure or Ctrl-C): nothing keeps training
+        unseen."""
+        with self._cond:
+            self._stopped = True
+        for job in self.jobs:
+            job.kill()  # nnU-Net's augmentation workers with it
+
+
+def training_threads(jobs: int, env: dict) -> str | None:
+    """Torch threads per training when ``jobs`` trainings share the machine: the cores divided among them
+    (on 2 cores, 1 each: small 3D convolutions gain little from a second thread, docs/benchmarks.md), or the
+    user's ``OMP_NUM_THREADS`` when set; None with one job at a time (nnU-Net's own choice, all cores)."""
+    if env.get("OMP_NUM_THREADS"):
+        return env["OMP_NUM_THREADS"]
+    if jobs < 2:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return str(max(1, cores // jobs))
 
 
 def nnunet_env(out: Path, **extra: str) -> dict:
@@ -150,6 +261,8 @@ def check_arguments(args: argparse.Namespace) -> None:
     args.patience = patience if args.patience is None else args.patience
     if args.patience < 1:
         raise DietError(f"--patience must be >= 1, got {args.patience}")
+    if args.jobs < 1:
+        raise DietError(f"--jobs must be >= 1 (1: one training after another), got {args.jobs}")
     if args.exact_every < 0:
         raise DietError(f"--exact-every must be >= 0 (0: online recording only), got {args.exact_every}")
     if not 1 <= args.dataset_id <= 999:
@@ -191,48 +304,83 @@ def _validation_dice(rows: list[tuple[str, int, int, Path]], labels: dict):
 def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     out = args.output.resolve()
-    env = nnunet_env(out, NNUNET_DIET_WINDOW=str(args.window))
+    # progress.png once a window (and at the end): every epoch it cost ~1.3 s of CPU, a quarter of an epoch here
+    env = nnunet_env(out, NNUNET_DIET_WINDOW=str(args.window), NNUNET_DIET_PLOT_EVERY=str(args.window))
     logs = out / "logs"
     t0 = time.time()
     trainer = f"nnUNetTrainerDADAdam_{args.epochs}epochs_{args.iterations}iters"
     retrainer = f"nnUNetTrainerDADAdam_{args.retrain_epochs}epochs_{args.iterations}iters"
     name = prepare(args.raw, args.dataset_id, env, logs)
     d = str(args.dataset_id)
-    scoring_env = dict(env, NNUNET_DIET_STOP_RULE=args.stop_rule, NNUNET_DIET_THRESHOLD=str(args.threshold),
-                       NNUNET_DIET_PATIENCE=str(args.patience), NNUNET_DIET_EXACT_EVERY=str(args.exact_every))
+    preprocessed = Path(env["nnUNet_preprocessed"]) / name
+    split_file = preprocessed / "splits_final.json"
+    # nnU-Net's own 5-fold split, written before trainings that start side by side would each create it
+    splits, created = load_or_create_splits(preprocessed, case_identifiers(preprocessed, "nnUNetPlans_3d_fullres"))
+    rows = [("full", 0)]
+    if args.repeat_full:  # a copy of fold 0: the same list trained again shows how much one run varies
+        rows.append((REPEAT, len(splits)))
+        splits = splits + [dict(splits[0])]
+    if created or args.repeat_full:
+        write_splits(split_file, splits)
+    threads = training_threads(args.jobs, os.environ)
+    train_env = env if threads is None else dict(env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    print(f"\ntrainings: {jobs_words(args.jobs, threads)}")
+    scoring_env = dict(train_env, NNUNET_DIET_STOP_RULE=args.stop_rule, NNUNET_DIET_THRESHOLD=str(args.threshold),
+                       NNUNET_DIET_PATIENCE=str(args.patience), NNUNET_DIET_EXACT_EVERY=str(args.exact_every),
+                       NNUNET_DIET_FINAL_VALIDATION="0")  # its validation Dice is not what the demo compares
     setting = stop_words(args.stop_rule, args.threshold, args.patience, args.exact_every)
-    print(f"\nstop rule of the scoring run: {setting}"
+    print(f"stop rule of the scoring run: {setting}"
           + ("" if (args.stop_rule, args.exact_every) == ("paper", 0) else
              "\n(the pipeline's setting, docs/benchmarks.md; nnUNetTrainerDAD's own default is the paper's rule "
              "on online DAD)"))
-    _step(f"train {trainer} on fold 0, recording per-case Dice (DAD window {args.window}), until the stop rule fires",
-          [BIN / "nnUNetv2_train", d, "3d_fullres", "0", "-tr", trainer, "-p", "nnUNetPlans_lite",
-           "-device", args.device], scoring_env, logs / "train_fold0.log")
-    fold0 = _fold_folder(env, name, trainer, 0)
-    summary = json.loads((fold0 / "dad" / "summary.json").read_text())
-    split_file = Path(env["nnUNet_preprocessed"]) / name / "splits_final.json"
-    pruned = {"DAD ambiguous": _prune(d, trainer, env, split_file, f"prune {args.rate:.0%} of fold 0's training "
-                                      "cases, keeping the ambiguous middle", ["--rate", str(args.rate)])}
-    if args.random:
-        pruned["random"] = _prune(d, trainer, env, split_file, f"prune {args.rate:.0%} of fold 0's training cases "
-                                  "at random (the baseline)", ["--rate", str(args.rate), "--mode", "random"])
+    slots = _Slots(args.jobs)
+
+    def retrain(label: str, title: str, fold: int) -> _Job:  # every list with one schedule, trained to its end
+        return slots.submit(_Job(label, f"retrain on fold {fold} ({title}): {retrainer}",
+                                 [BIN / "nnUNetv2_train", d, "3d_fullres", str(fold), "-tr", retrainer, "-p",
+                                  "nnUNetPlans_lite", "-device", args.device], dict(train_env, NNUNET_DIET_STOP="0"),
+                                 logs / f"retrain_fold{fold}.log"))
+    try:
+        scoring = slots.submit(_Job("scoring", f"train {trainer} on fold 0, recording per-case Dice (DAD window "
+                                    f"{args.window}), until the stop rule fires; nnU-Net's final validation skipped",
+                                    [BIN / "nnUNetv2_train", d, "3d_fullres", "0", "-tr", trainer, "-p",
+                                     "nnUNetPlans_lite", "-device", args.device], scoring_env,
+                                    logs / "train_fold0.log"))
+        retrained = [retrain(label, title, fold)  # they need nothing from the scoring run
+                     for label, (title, fold) in zip(("full", "full again"), rows)]
+        scoring.check()
+        fold0 = _fold_folder(env, name, trainer, 0)
+        summary = json.loads((fold0 / "dad" / "summary.json").read_text())
+        pruned = {"DAD ambiguous": _prune(d, trainer, env, split_file, f"prune {args.rate:.0%} of fold 0's "
+                                          "training cases, keeping the ambiguous middle", ["--rate", str(args.rate)])}
+        if args.random:
+            pruned["random"] = _prune(d, trainer, env, split_file, f"prune {args.rate:.0%} of fold 0's training "
+                                      "cases at random (the baseline)", ["--rate", str(args.rate), "--mode", "random"])
+        more = [(f"{label}, {args.rate:.0%} pruned", fold) for label, fold in pruned.items()]
+        retrained += [retrain(label.split()[0], title, fold) for label, (title, fold) in zip(pruned, more)]
+        rows = rows[:1] + more + rows[1:]
+        _step("HTML report of the scoring run", [BIN / "nnunet-diet", "report", fold0], env)
+        for job in retrained:
+            job.check()
+    finally:
+        slots.stop()
     splits = json.loads(split_file.read_text())
-    rows = [("full", 0)] + [(f"{label}, {args.rate:.0%} pruned", f) for label, f in pruned.items()]
-    if args.repeat_full:  # a copy of fold 0: the same list trained again shows how much one run varies
-        write_splits(split_file, splits + [dict(splits[0])])
-        rows.append((REPEAT, len(splits)))
-        splits = json.loads(split_file.read_text())
-    for title, fold in rows:  # every list with the same schedule, trained to its end
-        _step(f"retrain on fold {fold} ({title}): {retrainer}",
-              [BIN / "nnUNetv2_train", d, "3d_fullres", str(fold), "-tr", retrainer, "-p", "nnUNetPlans_lite",
-               "-device", args.device], dict(env, NNUNET_DIET_STOP="0"), logs / f"retrain_fold{fold}.log")
-    _step("HTML report of the scoring run", [BIN / "nnunet-diet", "report", fold0], env)
     dice = _validation_dice([(title, fold, len(splits[fold]["train"]), _fold_folder(env, name, retrainer, fold))
                              for title, fold in rows], json.loads((args.raw / "dataset.json").read_text())["labels"])
     _summary(summary, dice, args, len(splits[0]["val"]), time.time() - t0)
     print(f"scores, dynamics and plots: {fold0 / 'dad'}")
     print(f"report: {fold0 / 'dad' / 'report.html'}")
     return 0
+
+
+def jobs_words(jobs: int, threads: str | None) -> str:
+    """How the trainings share the machine, e.g. ``2 at a time (the full list's retraining beside the scoring
+    run, then the pruned lists), 1 torch thread each``."""
+    if jobs < 2:
+        return ("one after another, " + (f"{threads} torch thread(s) each (OMP_NUM_THREADS)" if threads else
+                                         "each with nnU-Net's threads (all cores)"))
+    return (f"{jobs} at a time (the full list's retraining beside the scoring run, then the pruned lists), "
+            f"{threads} torch thread{'' if threads == '1' else 's'} each")
 
 
 def stop_words(rule: str, threshold: float, patience: int, exact_every: int) -> str:
@@ -271,22 +419,35 @@ def saving_lines(dad: dict) -> list[str]:
     return lines
 
 
+def spread_lines(dice, labels: list[str], iterations: int) -> list[str]:
+    """What the Dice table can and cannot say: the gap between the two trainings of the full list (when
+    repeated) and every label a training did not learn (Dice under 0.05: a collapse of a short run)."""
+    lines = []
+    table = dice.set_index("training list")
+    if REPEAT in table.index:
+        a, b = table.loc["full", "Dice"], table.loc[REPEAT, "Dice"]
+        lines.append(f"run-to-run spread: the same full list trained twice gave {a:.3f} and {b:.3f} ({abs(a - b):.3f} "
+                     "apart, one pair);\na difference between lists no larger than that says nothing about pruning")
+    else:
+        lines.append("one run per list, and short CPU runs vary: identical trainings differ by up to a few tenths of "
+                     "Dice here\n(docs/benchmarks.md); --repeat-full trains the full list twice to measure it")
+    missed = [f"{title} ({label} {table.loc[title, label]:.3f})" for title in table.index for label in labels
+              if table.loc[title, label] < 0.05]
+    if missed:
+        lines.append(f"not learned in {iterations} iterations: {', '.join(missed)}: such collapses come and go between "
+                     "identical runs of any list")
+    return lines
+
+
 def _summary(dad: dict, dice, args: argparse.Namespace, n_val: int, seconds: float) -> None:
     L = [f"{v:.3g}" for v in dad["moving_distance"] if v is not None]
     print(f"\n== summary ({seconds:.0f} s)")
     print(f"moving distance L per window: {' '.join(L)}")
     print("\n".join(saving_lines(dad)))
     print(f"\nnnU-Net's validation Dice (mean foreground and per label) on fold 0's {n_val} validation cases,\n"
-          f"every list trained {args.retrain_epochs} epochs x {args.iterations} iterations, one run each:")
+          f"every list trained {args.retrain_epochs} epochs x {args.iterations} iterations, one run each"
+          + (" (the full list twice):" if args.repeat_full else ":"))
     width = dice["training list"].str.len().max()  # names left-aligned, numbers right-aligned
     print(dice.to_string(index=False, float_format=lambda v: f"{v:.3f}", header=[f"{'training list':<{width}}",
                          *dice.columns[1:]], formatters={"training list": f"{{:<{width}}}".format}))
-    if args.repeat_full:
-        full = dice.set_index("training list")["Dice"]
-        print(f"run-to-run spread: the same full list trained twice gave {full['full']:.3f} and {full[REPEAT]:.3f} "
-              f"({abs(full['full'] - full[REPEAT]):.3f} apart, one pair);\ndifferences between lists of that size "
-              "say nothing about pruning")
-    else:
-        print("one run per list, and short CPU runs vary: identical trainings differ by a few hundredths of Dice\n"
-              "and sometimes one collapses (docs/benchmarks.md, 'pruning value'); --repeat-full trains the full list\n"
-              "twice to measure it on this run")
+    print("\n".join(spread_lines(dice, list(dice.columns[4:]), args.retrain_epochs * args.iterations)))

@@ -16,6 +16,8 @@ from the environment (validated here, echoed into the training log):
 | ``NNUNET_DIET_CENTRES`` | (none) | CSV ``id,centre`` (or a regex with one group, applied to case ids) |
 | ``NNUNET_DIET_ERROR_NORMS`` | 1 | 0: record the Dice only (what DAD needs), not the EL2N / EL2Nx baselines |
 | ``NNUNET_DIET_EXACT_EVERY`` | 0 | k > 0: exact mode (:mod:`.exact`), DAD from fixed-patch values every k epochs |
+| ``NNUNET_DIET_PLOT_EVERY`` | 1 | k > 1: nnU-Net's ``progress.png`` redrawn every k epochs and at the end, not every epoch |
+| ``NNUNET_DIET_FINAL_VALIDATION`` | 1 | 0: skip nnU-Net's final validation of the fold (a scoring run whose Dice nothing reads) |
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ class DADConfig:
     centres: str | None = None
     exact_every: int = 0
     error_norms: bool = True
+    plot_every: int = 1
+    final_validation: bool = True
 
     @property
     def dad_series(self) -> str:
@@ -108,6 +112,8 @@ class DADConfig:
             centres=env.get(PREFIX + "CENTRES") or None,
             exact_every=_read(env, "EXACT_EVERY", int, 0, lambda v: v >= 0, "an integer >= 0 (0: off)"),
             error_norms=_read(env, "ERROR_NORMS", _flag, True, lambda v: True, "0 or 1"),
+            plot_every=_read(env, "PLOT_EVERY", int, 1, lambda v: v >= 1, "an integer >= 1"),
+            final_validation=_read(env, "FINAL_VALIDATION", _flag, True, lambda v: True, "0 or 1"),
         )
 
     def score_config(self) -> ScoreConfig:

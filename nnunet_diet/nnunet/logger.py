@@ -5,7 +5,9 @@ learning rate) after ``seaborn.set(font_scale=2.5)``, which changes matplotlib's
 process (the trainer's own plots were drawn under it). This logger draws the same three panels under
 the same seaborn style as a context (nothing leaks) and a fourth: the mean per-case training Dice the
 DAD trainer records each epoch and the moving distance L at the end of each window (logged keys
-``dad_mean_dice`` and ``dad_moving_distance``).
+``dad_mean_dice`` and ``dad_moving_distance``). With ``plot_every`` k > 1 it redraws only every k epochs
+(and when the trainer asks at the end of training): one redraw of the 3000 x 7200 px figure takes about
+1.3 s of CPU, a quarter of a 10-iteration CPU epoch (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -27,12 +29,20 @@ COLOURS = dict(zip("bgrm", (sns.color_palette("deep")[i] for i in (0, 2, 3, 4)))
 class DADLocalLogger(LocalLogger):
     """Set as ``MetaLogger.local_logger`` by ``nnUNetTrainerDAD``, which adds the DAD keys it logs."""
 
-    def plot_progress_png(self, output_folder: str) -> None:
+    def __init__(self, verbose: bool = False, plot_every: int = 1) -> None:
+        super().__init__(verbose)
+        self.plot_every = plot_every
+        self.plotted_epochs = 0  # epochs shown in the last progress.png drawn
+
+    def plot_progress_png(self, output_folder: str, force: bool = False) -> None:
+        """nnU-Net calls this after every epoch; drawn when the logged epochs are a multiple of
+        ``plot_every``, or with ``force`` when the last drawing does not show them all yet."""
         log = self.my_fantastic_logging
-        epochs = np.arange(min(len(v) for v in log.values()))
-        if not len(epochs):
+        n = min(len(v) for v in log.values())
+        if not n or n == self.plotted_epochs or (n % self.plot_every and not force):
             return
-        n = len(epochs)
+        self.plotted_epochs = n
+        epochs = np.arange(n)
         b, g, r = COLOURS["b"], COLOURS["g"], COLOURS["r"]
         with sns.axes_style("darkgrid"), sns.plotting_context("notebook", font_scale=2.5):
             fig, axes = plt.subplots(4, 1, figsize=(30, 72))

@@ -3,7 +3,8 @@
 nnU-Net prints five or six lines an epoch (loss, val loss, pseudo Dice, epoch time, best EMA); this line
 gathers what a user watching a run needs, plus the DAD moving distance L at the end of each window, and
 starts with :data:`TAG` so that ``nnunet-diet pipeline`` can show it on the terminal while nnU-Net's full
-output goes to the log file.
+output goes to the log file; so do the trainer's lines around nnU-Net's final validation (:data:`VALIDATION_TAG`),
+a minute of no epoch lines on a CPU.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 
 TAG = "nnunet-diet epoch"
+VALIDATION_TAG = "nnunet-diet validation"  # the lines before and after nnU-Net's final validation
 
 
 def _minutes(seconds: float) -> str:

@@ -37,7 +37,7 @@ from .config import DADConfig, centre_of
 from .exact import ExactEvaluator
 from .logger import DADLocalLogger
 from .outputs import write_outputs
-from .progress import epoch_line
+from .progress import VALIDATION_TAG, epoch_line
 from .recorder import case_values, patch_sums
 
 LOG_KEYS = ("dad_mean_dice", "dad_moving_distance")
@@ -96,7 +96,8 @@ class DADRecordingMixin:
         self._dad_keys = None
         self._dad_exact: ExactEvaluator | None = None
         self._dad_exact_seconds = 0.0  # exact mode's evaluations in this process (the summary's time figures)
-        self.logger.local_logger = DADLocalLogger(self.logger.local_logger.verbose)  # DAD panel in progress.png
+        self.logger.local_logger = DADLocalLogger(self.logger.local_logger.verbose,  # DAD panel in progress.png
+                                                  plot_every=self.dad_config.plot_every)
 
     # ------------------------------------------------------------------ set-up
     def initialize(self):
@@ -244,6 +245,8 @@ class DADRecordingMixin:
 
     def on_train_end(self):
         super().on_train_end()
+        if self.local_rank == 0:  # the last epochs, when NNUNET_DIET_PLOT_EVERY skipped them
+            self.logger.local_logger.plot_progress_png(self.output_folder, force=True)
         if self.local_rank == 0 and self.dad_store is not None and self.dad_store.n_epochs >= self.dad_config.window:
             write_outputs(self.dad_store, self.dad_config, self.dad_folder, num_epochs=self.num_epochs,
                           stop_epoch=self.dad_stop_epoch, seconds=self._dad_seconds())
@@ -251,6 +254,26 @@ class DADRecordingMixin:
                                    also_print_to_console=True)
         elif self.local_rank == 0:
             self.print_to_log_file(f"DAD: fewer than {self.dad_config.window} epochs recorded; no scores written",
+                                   also_print_to_console=True)
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """nnU-Net's final validation, or with ``NNUNET_DIET_FINAL_VALIDATION=0`` a line saying it was skipped
+        (a run kept for its DAD scores only, e.g. ``nnunet-diet pipeline``'s scoring run, whose validation Dice
+        nothing reads; ``nnUNetv2_train ... --val`` without the variable runs it later from
+        ``checkpoint_final.pth``). Else the lines before and after it tell the pipeline's terminal it is running."""
+        if not self.dad_config.final_validation:
+            self.print_to_log_file(f"{VALIDATION_TAG}: nnU-Net's final validation skipped "
+                                   "(NNUNET_DIET_FINAL_VALIDATION=0)", also_print_to_console=True)
+            return
+        t0 = time.time()
+        if self.local_rank == 0:
+            self.print_to_log_file(f"{VALIDATION_TAG}: nnU-Net's final validation of fold {self.fold} "
+                                   f"({len(self.do_split()[1])} cases)", also_print_to_console=True)
+        super().perform_actual_validation(save_probabilities)
+        summary = Path(self.output_folder) / "validation" / "summary.json"
+        if self.local_rank == 0 and summary.is_file():
+            dice = json.loads(summary.read_text())["foreground_mean"]["Dice"]
+            self.print_to_log_file(f"{VALIDATION_TAG}: mean foreground Dice {dice:.3f} ({time.time() - t0:.0f} s)",
                                    also_print_to_console=True)
 
 
