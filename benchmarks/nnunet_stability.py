@@ -7,7 +7,7 @@ modes are recorded in the same run. Each recorded run is then evaluated offline,
 stop-rule setting of ``benchmarks/stop_rule.py`` (the same core functions the trainer calls): where the
 rule fires, the compute used by then, and how the DAD ranking at the stop window compares with the ranking
 at the last window of the run (top-40 % overlap, kept-set overlap of keep-ambiguous pruning at 0.4,
-Spearman). Also: the ranking at fixed budgets, and how close online DAD is to exact DAD window by window
+Spearman). Also: the ranking at fixed budgets, how well two runs' last windows agree (run against run), and how close online DAD is to exact DAD window by window
 (Spearman, cases unscored online). Finished trainings are reused; exact mode's cost comes from the logs.
 
 Run:  .venv/bin/python benchmarks/nnunet_stability.py --raw nnunet_diet/examples/hippocampus40 --dataset-id 990 \\
@@ -17,6 +17,7 @@ Run:  .venv/bin/python benchmarks/nnunet_stability.py --raw nnunet_diet/examples
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -136,7 +137,22 @@ def report(stores: list[DynamicsStore], window: int, modes: tuple = MODES) -> li
               "online at the end vs exact at the end: top-40 % overlap "
               + _mean([compare(dad_windows(s["dice"], window)[0][-1], dad_windows(s["dice_exact"], window)[0][-1])[0]
                        for s in stores])]
-    return lines + over_the_run(stores, window)
+    return lines + run_against_run(stores, window, modes) + over_the_run(stores, window)
+
+
+def run_against_run(stores: list[DynamicsStore], window: int, modes: tuple = MODES) -> list[str]:
+    """How well the reference itself reproduces: the last window's DAD ranking of every pair of runs compared
+    (top-40 % overlap, kept-set overlap, Spearman; mean (worst) over the pairs). A stop rule cannot agree
+    with one run's end better than two runs' ends agree with each other."""
+    if len(stores) < 2:
+        return []
+    lines = ["", "### Run against run: the last window of every pair of runs, mean (worst) over the pairs", "",
+             "| mode | top-40 % overlap | kept overlap | Spearman |", "|---|---|---|---|"]
+    for mode, name, every in modes:
+        ends = [dad_windows(series(s, name, every), window)[0][-1] for s in stores]
+        pairs = [compare(a, b) for i, a in enumerate(ends) for b in ends[i + 1:]]
+        lines.append(f"| {mode} | " + " | ".join(_mean([p[k] for p in pairs]) for k in range(3)) + " |")
+    return lines
 
 
 def main() -> None:
@@ -155,7 +171,7 @@ def main() -> None:
         parser.error("--exact-subsample: every K must be >= 2")
 
     runs = NnunetRuns.from_args(args)
-    stores, exact_s = [], []
+    stores, exact_s, dice = [], [], []
     for r in range(args.repeats):
         fold = 0 if r == 0 else runs.repeat(0, r)
         folder = runs.results / f"fold_{fold}"
@@ -169,6 +185,9 @@ def main() -> None:
         if not finished:
             print(f"repeat {r} (fold {fold}): cut, {recorded_epochs(stores[-1])} epochs recorded")
         text = "".join(p.read_text() for p in sorted(folder.glob("training_log_*.txt")))
+        summary = folder / "validation" / "summary.json"
+        if summary.is_file():
+            dice.append(json.loads(summary.read_text())["foreground_mean"]["Dice"])
         exact_s += [float(s) for s in re.findall(r"evaluated on fixed patches in ([\d.]+) s", text)]
     if not stores:
         raise SystemExit("no finished run to evaluate")
@@ -179,7 +198,8 @@ def main() -> None:
     head = (f"{runs.name}, {runs.c}: {stores[0].n_samples} training cases, {stores[0].n_epochs} epochs x "
             f"{args.iterations} iterations, window {args.window}, exact mode every {args.exact_every} epoch(s); "
             f"{len(stores)} run(s)" + (f"; exact mode {np.median(exact_s):.2f} s per evaluation (median)"
-                                       if exact_s else ""))
+                                       if exact_s else "")
+            + (f"; nnU-Net validation Dice per run {', '.join(f'{d:.3f}' for d in dice)}" if dice else ""))
     modes = MODES + tuple((f"exact every {k}", "dice_exact", k) for k in args.exact_subsample)
     text = "\n".join([head, "", *report(stores, args.window, modes)])
     print(text)
