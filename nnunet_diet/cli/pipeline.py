@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..core.atomic import check_output
@@ -151,46 +151,28 @@ class _Job:
 
 
 class _Slots:
-    """Run :class:`_Job` s in the background, at most ``n`` at a time, in the order submitted."""
+    """Run :class:`_Job` s in the background, at most ``n`` at a time, in the order submitted (a thread pool)."""
 
     def __init__(self, n: int) -> None:
-        self._free = n
-        self._queue: deque[_Job] = deque()
-        self._cond = threading.Condition()
-        self._stopped = False
+        self._pool = ThreadPoolExecutor(max_workers=n)
         self.jobs: list[_Job] = []
 
     def submit(self, job: _Job) -> _Job:
-        with self._cond:
-            self._queue.append(job)
         self.jobs.append(job)
-        threading.Thread(target=self._work, args=(job,), daemon=True).start()
+        self._pool.submit(job.run).add_done_callback(lambda f: f.cancelled() and _never_started(job))
         return job
-
-    def _work(self, job: _Job) -> None:
-        with self._cond:
-            self._cond.wait_for(lambda: self._free > 0 and self._queue[0] is job)
-            self._queue.popleft()
-            self._free -= 1
-            self._cond.notify_all()
-            if self._stopped:
-                job.returncode = -1
-                job.done.set()
-                return
-        try:
-            job.run()
-        finally:
-            with self._cond:
-                self._free += 1
-                self._cond.notify_all()
 
     def stop(self) -> None:
         """End every job still running and start no other (after a failure or Ctrl-C): nothing keeps training
         unseen."""
-        with self._cond:
-            self._stopped = True
+        self._pool.shutdown(wait=False, cancel_futures=True)
         for job in self.jobs:
             job.kill()  # nnU-Net's augmentation workers with it
+
+
+def _never_started(job: _Job) -> None:
+    job.returncode = -1
+    job.done.set()
 
 
 def training_threads(jobs: int, env: dict) -> str | None:
