@@ -267,14 +267,17 @@ def test_pipeline_command_runs_every_step(nnunet_root, tmp_path):
     for step in ("plan and preprocess", "lite plans", "train nnUNetTrainerDADAdam_6epochs_3iters", "prune 40%",
                  "retrain on fold 0 (full)", "retrain on fold 5 (full, trained again)",
                  "retrain on fold 6 (DAD ambiguous, 40% pruned)", "HTML report", "moving distance L per window",
-                 "trainings: 2 at a time (the full list's retraining beside the scoring run, then the pruned lists), "
-                 "1 torch thread each"):
+                 "trainings: the scoring run alone with 1 torch thread (OMP_NUM_THREADS), then the retrainings 2 "
+                 "at a time, 1 torch thread each"):
         assert step in out
     assert out.count("nnunet-diet epoch ") == 6 + 3 * 5  # the trainer's line per epoch, streamed from the logs
     for label, epochs in (("scoring", 6), ("full", 5), ("full again", 5), ("DAD", 5)):  # tagged by training
         assert out.count(f"   [{label}] nnunet-diet epoch ") == epochs, label
-    # the full list's retraining ran beside the scoring run: it started before that run ended
-    assert out.index("== retrain on fold 0 (full)") < out.index("[scoring] done in")
+    # the scoring run alone, then the retrainings two at a time: the pruned list started beside the full list
+    assert out.index("[scoring] done in") < out.index("== retrain on fold 0 (full)")
+    assert out.index("== retrain on fold 6 (DAD ambiguous, 40% pruned)") < out.index("[full] done in")
+    assert min(out.index("[full] done in"), out.index("[DAD] done in")) < out.index("== retrain on fold 5 (full, "
+                                                                                "trained again)")  # in the freed slot
     assert out.count("] nnunet-diet validation: mean foreground Dice ") == 3  # each retraining's final validation
     assert "   [scoring] nnunet-diet validation: nnU-Net's final validation skipped" in out
     assert "at random" not in out

@@ -125,8 +125,10 @@ def test_training_threads_divide_the_cores():
     assert training_threads(2, {}) == str(max(1, cores // 2))
     assert training_threads(1, {}) is None  # one at a time: nnU-Net's own choice
     assert training_threads(2, {"OMP_NUM_THREADS": "3"}) == "3"  # the user's setting wins
-    assert jobs_words(2, "1") == ("2 at a time (the full list's retraining beside the scoring run, then the pruned "
-                                  "lists), 1 torch thread each")
+    assert jobs_words(2, "1") == ("the scoring run alone with nnU-Net's threads (all cores), then the retrainings 2 at "
+                                  "a time, 1 torch thread each")
+    assert jobs_words(2, "1", "1") == ("the scoring run alone with 1 torch thread (OMP_NUM_THREADS), then the "
+                                       "retrainings 2 at a time, 1 torch thread each")
     assert jobs_words(1, None) == "one after another, each with nnU-Net's threads (all cores)"
 
 

@@ -7,9 +7,9 @@ epochs and in time), prune fold 0 by DAD (and at random, the baseline) into new 
 list (twice: the run-to-run spread) and the pruned lists with one schedule and print nnU-Net's validation
 Dice of each side by side, then write the HTML report of the scoring run: the commands a user runs,
 printed and run, with nnU-Net's folders under one output folder and its output in ``logs/`` (the terminal
-shows one line per training epoch, tagged with its training). Two trainings run at a time (``--jobs``),
-each with half the cores: the full list's retrainings beside the scoring run, whose result they do not
-need, then the pruned lists. By default on the 40 real hippocampus cases shipped in
+shows one line per training epoch, tagged with its training). The scoring run trains alone with all the
+cores (it is the one step everything else waits for), then the four retrainings run two at a time
+(``--jobs``), each with half the cores. By default on the 40 real hippocampus cases shipped in
 ``nnunet_diet/examples/hippocampus40`` (CPU, lite plans, under 10 minutes on 2 cores).
 """
 
@@ -72,20 +72,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--random", action=argparse.BooleanOptionalAction, default=True,
                    help="also retrain a random list of the pruned size (default: yes)")
     p.add_argument("--repeat-full", action=argparse.BooleanOptionalAction, default=True,
-                   help="train the full list a second time: how much two identical runs differ (default: yes; it "
-                        "trains beside the scoring run, on the core that run leaves free)")
-    p.add_argument("--jobs", type=int, default=2, help="trainings at a time (default 2: the full list's "
-                   "retrainings beside the scoring run, then the pruned lists; each with cores / jobs torch threads "
-                   "unless OMP_NUM_THREADS is set); 1: one after another with nnU-Net's threads")
+                   help="train the full list a second time: how much two identical runs differ (default: yes)")
+    p.add_argument("--jobs", type=int, default=2, help="retrainings at a time after the scoring run, which trains "
+                   "alone with nnU-Net's threads (default 2, each with cores / jobs torch threads unless "
+                   "OMP_NUM_THREADS is set); 1: one after another with nnU-Net's threads")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.set_defaults(func=run)
 
 
-def _step(title: str, args: list, env: dict, log: Path | None = None) -> None:
+def _step(title: str, args: list, env: dict, log: Path | None = None, label: str | None = None) -> None:
     """Print and run one command, its output on the terminal; with ``log``, as a :class:`_Job` (the output to
-    ``log``, the trainer's tagged lines shown)."""
+    ``log``, the trainer's tagged lines shown, tagged ``label``, by default the log's name)."""
     if log is not None:
-        job = _Job(log.stem, title, args, env, log)
+        job = _Job(label or log.stem, title, args, env, log)
         try:
             job.run()
         finally:
@@ -306,8 +305,8 @@ def run(args: argparse.Namespace) -> int:
         write_splits(split_file, splits)
     threads = training_threads(args.jobs, os.environ)
     train_env = env if threads is None else dict(env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-    print(f"\ntrainings: {jobs_words(args.jobs, threads)}")
-    scoring_env = dict(train_env, NNUNET_DIET_STOP_RULE=args.stop_rule, NNUNET_DIET_THRESHOLD=str(args.threshold),
+    print(f"\ntrainings: {jobs_words(args.jobs, threads, os.environ.get('OMP_NUM_THREADS'))}")
+    scoring_env = dict(env, NNUNET_DIET_STOP_RULE=args.stop_rule, NNUNET_DIET_THRESHOLD=str(args.threshold),
                        NNUNET_DIET_PATIENCE=str(args.patience), NNUNET_DIET_EXACT_EVERY=str(args.exact_every),
                        NNUNET_DIET_FINAL_VALIDATION="0")  # its validation Dice is not what the demo compares
     setting = stop_words(args.stop_rule, args.threshold, args.patience, args.exact_every)
@@ -323,14 +322,12 @@ def run(args: argparse.Namespace) -> int:
                                   "nnUNetPlans_lite", "-device", args.device], dict(train_env, NNUNET_DIET_STOP="0"),
                                  logs / f"retrain_fold{fold}.log"))
     try:
-        scoring = slots.submit(_Job("scoring", f"train {trainer} on fold 0, recording per-case Dice (DAD window "
-                                    f"{args.window}), until the stop rule fires; nnU-Net's final validation skipped",
-                                    [BIN / "nnUNetv2_train", d, "3d_fullres", "0", "-tr", trainer, "-p",
-                                     "nnUNetPlans_lite", "-device", args.device], scoring_env,
-                                    logs / "train_fold0.log"))
-        retrained = [retrain(label, title, fold)  # they need nothing from the scoring run
-                     for label, (title, fold) in zip(("full", "full again"), rows)]
-        scoring.check()
+        # alone: every other step waits for it (on 2 cores one training on 2 threads takes ~5 s an epoch, one of
+        # two side by side on 1 thread each ~8 s: docs/benchmarks.md, "make demo")
+        _step(f"train {trainer} on fold 0, recording per-case Dice (DAD window {args.window}), until the stop rule "
+              "fires; nnU-Net's final validation skipped", [BIN / "nnUNetv2_train", d, "3d_fullres", "0", "-tr",
+                                                            trainer, "-p", "nnUNetPlans_lite", "-device", args.device],
+              scoring_env, logs / "train_fold0.log", label="scoring")
         fold0 = _fold_folder(env, name, trainer, 0)
         summary = json.loads((fold0 / "dad" / "summary.json").read_text())
         pruned = {"DAD ambiguous": _prune(d, trainer, env, split_file, f"prune {args.rate:.0%} of fold 0's "
@@ -339,8 +336,9 @@ def run(args: argparse.Namespace) -> int:
             pruned["random"] = _prune(d, trainer, env, split_file, f"prune {args.rate:.0%} of fold 0's training "
                                       "cases at random (the baseline)", ["--rate", str(args.rate), "--mode", "random"])
         more = [(f"{label}, {args.rate:.0%} pruned", fold) for label, fold in pruned.items()]
-        retrained += [retrain(label.split()[0], title, fold) for label, (title, fold) in zip(pruned, more)]
-        rows = rows[:1] + more + rows[1:]
+        rows = rows[:1] + more + rows[1:]  # the full list, the pruned lists, the repeat: the table's order too
+        retrained = [retrain(label, title, fold) for label, (title, fold) in
+                     zip(["full", *(label.split()[0] for label in pruned), "full again"], rows)]
         _step("HTML report of the scoring run", [BIN / "nnunet-diet", "report", fold0], env)
         for job in retrained:
             job.check()
@@ -355,13 +353,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def jobs_words(jobs: int, threads: str | None) -> str:
-    """How the trainings share the machine, e.g. ``2 at a time (the full list's retraining beside the scoring
-    run, then the pruned lists), 1 torch thread each``."""
+def jobs_words(jobs: int, threads: str | None, user_threads: str | None = None) -> str:
+    """How the trainings share the machine, e.g. ``the scoring run alone with nnU-Net's threads (all cores),
+    then the retrainings 2 at a time, 1 torch thread each``; ``threads``: the retrainings', ``user_threads``:
+    the user's ``OMP_NUM_THREADS``, which the scoring run keeps too."""
     if jobs < 2:
         return ("one after another, " + (f"{threads} torch thread(s) each (OMP_NUM_THREADS)" if threads else
                                          "each with nnU-Net's threads (all cores)"))
-    return (f"{jobs} at a time (the full list's retraining beside the scoring run, then the pruned lists), "
+    scoring = (f"{user_threads} torch thread{'' if user_threads == '1' else 's'} (OMP_NUM_THREADS)" if user_threads
+               else "nnU-Net's threads (all cores)")
+    return (f"the scoring run alone with {scoring}, then the retrainings {jobs} at a time, "
             f"{threads} torch thread{'' if threads == '1' else 's'} each")
 
 
