@@ -41,8 +41,8 @@ REPEAT = "full, trained again"
 # The pipeline's stop setting where it differs from nnUNetTrainerDAD's defaults (docs/benchmarks.md, "make demo"):
 # on the three hippocampus reference runs of the default schedule (50 epochs x 10 iterations, window 5), exact
 # mode, Spearman >= 0.8 between consecutive windows in 2 windows in a row fired at epoch 29 in all three (40 % of
-# the epochs saved, top-40 % overlap with the end 0.77), where the paper's rule fired at epochs 44-49 or never; two
-# demo runs stopped at epochs 34 and 39. Exact mode costs ~25 % of an epoch: the saving in time is smaller.
+# the epochs saved, top-40 % overlap with the end 0.77), where the paper's rule fired at epochs 44-49 or never; the
+# day's demo runs stopped at epochs 24-44. Exact mode costs ~25 % of an epoch: the saving in time is smaller.
 PIPELINE_STOP = {"spearman": (0.8, 2)}  # rule -> (threshold, patience); other rules: the trainer's defaults
 
 
