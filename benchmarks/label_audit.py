@@ -559,9 +559,9 @@ def plot_sensitivity(results: list[dict], path: Path) -> None:
     ax.set_ylabel("average precision (bin vs clean cases)")
     ax.set_xlim(1.0, min(0.9, min(x for _, x, _ in xs) - 0.05))  # left: corrupted labels closest to clean
     ax.set_ylim(0, 1.02)
-    ax.set_title(f"Label audit sensitivity: {results[0]['dataset']}, seed(s) "
+    ax.set_title(f"Label audit sensitivity: {results[0]['dataset'].rsplit('_s', 1)[0]}, corruption seed(s) "
                  f"{', '.join(str(r['seed']) for r in results)}", fontsize=9)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="best")  # where it hides no line
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
