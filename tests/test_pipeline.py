@@ -65,6 +65,9 @@ def test_saving_lines_count_exact_mode_against_the_whole_schedule():
     assert lines[2] == ("time: 30 epochs took 165 s, of which exact mode 45 s (27%); all 50 epochs: about 275 s "
                         "recorded the same way (the stop saved 40% of that), about 200 s with online recording only "
                         "(the stop saved 18% of that)")
+    on = _summary(19, 50, None)
+    on["settings"]["stop"] = False  # NNUNET_DIET_STOP=0: the stop reported, training went on
+    assert saving_lines(on)[0].endswith("fired at epoch 19; trained on to epoch 49 (NNUNET_DIET_STOP=0)")
     slow = saving_lines(_summary(29, 30, {"epochs": 165.0, "exact_mode": 75.0}))[2]  # 3 s an epoch online: 150 s
     assert slow.endswith("about 150 s with online recording only (the stop took 10% more)")
 

@@ -382,8 +382,11 @@ def saving_lines(dad: dict) -> list[str]:
     settings = dad["settings"]
     rule = stop_words(settings["stop_rule"], settings["threshold"], settings["patience"], settings["exact_every"])
     n, total = dad["epochs_trained"], dad["num_epochs"]
-    lines = [f"DAD stop rule {rule}: " + (f"fired at epoch {dad['stop_epoch']}" if dad["stop_epoch"] is not None
-                                          else f"did not fire within {n} epochs; scored at the last window"),
+    stop = dad["stop_epoch"]
+    fired = (f"fired at epoch {stop}" + (f"; trained on to epoch {n - 1} (NNUNET_DIET_STOP=0)"
+                                         if settings.get("stop") is False else "")
+             if stop is not None else f"did not fire within {n} epochs; scored at the last window")
+    lines = [f"DAD stop rule {rule}: {fired}",
              f"scoring run: trained {n} of {total} epochs (compute saved {dad['compute_saved']:.0%} of the "
              f"schedule's epochs); DAD scored at epoch {dad['dad_scored_at_epoch']}"]
     seconds = dad.get("seconds")
