@@ -29,7 +29,8 @@ PER_CENTRE = 8
 SIDE = 32
 # Corrupted on purpose (cases picked by position in name order): the foreground erased. Only this type is found
 # after 18 iterations: a first try with 50 iterations ranked another case's mask (a "mismatched" label) 16th of
-# 20; the subtler types are measured by benchmarks/label_audit.py.
+# 20; the subtler types are measured by benchmarks/label_audit.py, and non-empty wrong labels that DAD itself puts
+# first are tested in 3D below (test_audit_puts_translated_and_swapped_labels_first_by_dad).
 CORRUPT = {0: "erased", 5: "erased", 11: "erased"}
 TOLERANCE = 0  # the corrupted cases are exactly the first len(CORRUPT) + TOLERANCE of the queue
 
