@@ -161,7 +161,7 @@ def test_audit_bad_input_names_the_file(fold, tmp_path):
 
 
 def test_cleanlab_bad_input_missing_or_foreign_predictions(fold, tmp_path):
-    pytest.importorskip("cleanlab")
+    # the files are checked before cleanlab is imported: these errors need no cleanlab
     run = fold.parent
     for k in range(5):
         (run / f"fold_{k}" / "validation").mkdir(parents=True, exist_ok=True)
@@ -170,6 +170,43 @@ def test_cleanlab_bad_input_missing_or_foreign_predictions(fold, tmp_path):
     (other / "fold_0" / "validation").mkdir(parents=True)
     _bad(_cli("audit", fold, "--cleanlab", other), "out-of-fold predictions of Dataset991_Other", DATASET)
     _bad(_cli("audit", fold, "--cleanlab", run / "fold_0"), "not one fold")
+
+
+def test_cleanlab_file_errors_come_before_the_cleanlab_import(fold):
+    """Without the extra (cleanlab hidden from the import system), a missing prediction is still named."""
+    run = fold.parent
+    (run / "fold_0" / "validation").mkdir(parents=True)
+    code = ("import sys; sys.modules['cleanlab'] = None; from nnunet_diet.cli.main import main; "
+            "sys.exit(main(['audit', sys.argv[1], '--cleanlab', sys.argv[2]]))")
+    _bad(subprocess.run([sys.executable, "-c", code, str(fold), str(run)], capture_output=True, text=True,
+                        timeout=120), "fold_*/validation/", ".npz: missing")
+
+
+def _predictions(run: Path, folds: dict[int, list[str]]) -> None:
+    """``run/fold_k/validation/<case>.npz`` for the given cases (empty files: only their names are read
+    before these checks fail)."""
+    for k, cases in folds.items():
+        (run / f"fold_{k}" / "validation").mkdir(parents=True, exist_ok=True)
+        for case in cases:
+            (run / f"fold_{k}" / "validation" / f"{case}.npz").touch()
+
+
+def test_cleanlab_bad_input_a_case_in_two_folds_or_only_other_cases(fold, tmp_path):
+    ids = sorted(DynamicsStore.load(fold / "dad" / "dynamics.npz").ids)
+    run = fold.parent
+    # nnU-Net's five folds of 8 validation cases each, but fold 3 validates fold 1's first case again
+    _predictions(run, {k: ids[8 * k: 8 * k + 8] for k in range(5)})
+    _predictions(run, {3: [ids[8]]})
+    _bad(_cli("audit", fold, "--cleanlab", run),
+         f"{run / 'fold_3' / 'validation' / ids[8]}.npz: case {ids[8]} is validated in two folds (fold_1 too): "
+         "not one cross-validation")
+    # a run of the same dataset name whose validation cases are none of the audited fold's cases
+    other = run.parent / "nnUNetTrainer__nnUNetPlans__2d"
+    _predictions(other, {0: ["prostate_00", "prostate_01"], 1: ["prostate_02"]})
+    _bad(_cli("audit", fold, "--cleanlab", other),
+         f"{other / 'fold_0' / 'validation' / 'prostate_00.npz'}: case prostate_00 is not a case of the audited "
+         "fold (3 such files): predictions of another dataset?")
+    assert not (fold / "dad" / "audit.csv").exists()
 
 
 def test_default_audit_never_imports_cleanlab(fold):

@@ -398,3 +398,74 @@ def test_recording_mixin_adds_dad_to_another_nnunet_variant(nnunet_root, tmp_pat
 
     checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["trainer_name"] == trainer
+
+
+CLEANLAB_TRAINER = "nnUNetTrainerDAD_5epochs_3iters"  # the shortest schedule: only the validation softmax is read
+
+
+@pytest.fixture(scope="module")
+def cross_validated(trained):
+    """Folds 1-4 of nnU-Net's split trained briefly with ``--npz``, two at a time with 1 thread each: nnU-Net's
+    own out-of-fold softmax (``fold_k/validation/<case>.npz``) of every training case of the audited fold 0."""
+    root, _ = trained
+    env = _env(root, NNUNET_DIET_STOP="0", NNUNET_DIET_PLOT_EVERY="100", OMP_NUM_THREADS="1", nnUNet_n_proc_DA="0")
+    for pair in ((1, 2), (3, 4)):
+        procs = [subprocess.Popen([str(a) for a in (BIN / "nnUNetv2_train", "991", "3d_fullres", fold, "-tr",
+                                                    CLEANLAB_TRAINER, "-p", "nnUNetPlans_lite", "-device", "cpu",
+                                                    "--npz")],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for fold in pair]
+        for proc in procs:
+            out = proc.communicate(timeout=600)[0]
+            assert proc.returncode == 0, out[-3000:]
+    return root, _fold_folder(root, 0, CLEANLAB_TRAINER).parent
+
+
+def test_audit_scores_every_case_with_cleanlab_on_nnunets_out_of_fold_softmax(cross_validated, tmp_path):
+    rank = pytest.importorskip("cleanlab.segmentation.rank")
+    import SimpleITK as sitk
+
+    root, run = cross_validated
+    out = tmp_path / "audit.csv"
+    proc = _run([BIN / "nnunet-diet", "audit", _fold_folder(root, 0), "--cleanlab", run, "-o", out], _env(root))
+    assert f"cleanlab label quality from the out-of-fold predictions in {run}" in proc.stdout
+    table = pd.read_csv(out).set_index("id")
+    splits = json.loads((root / "pre" / DATASET / "splits_final.json").read_text())
+    assert sorted(table.index) == sorted(splits[0]["train"]) and table["cleanlab"].notna().all()
+    for case in splits[0]["train"]:
+        # the fold that validated the case (nnU-Net's split), its softmax as nnU-Net wrote it, the label read here
+        k = next(k for k in range(1, 5) if case in splits[k]["val"])
+        with np.load(run / f"fold_{k}" / "validation" / f"{case}.npz") as npz:
+            probs = npz["probabilities"]
+        label = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "raw" / DATASET / "labelsTr" / f"{case}.nii.gz")))
+        assert probs.shape == (3, *label.shape)
+        np.testing.assert_allclose(probs.sum(axis=0), 1, atol=1e-3)  # a softmax over the three labels
+        # cleanlab's softmin runs over all voxels of one image: two foldings of the volume give the same score
+        scores = [rank.get_label_quality_scores(label.reshape(1, *shape).astype(np.int64),
+                                                probs.reshape(1, 3, *shape), verbose=False)[0][0]
+                  for shape in ((-1, label.shape[-1]), (label.shape[0], -1))]
+        assert scores[0] == pytest.approx(scores[1], rel=1e-5)
+        assert table.loc[case, "cleanlab"] == pytest.approx(scores[0], rel=1e-5), case  # the CSV keeps 6 digits
+
+
+def test_cleanlab_rejects_predictions_with_another_class_count(cross_validated, tmp_path):
+    pytest.importorskip("cleanlab")
+    root, run = cross_validated
+    copy = tmp_path / DATASET / run.name  # the same dataset name, so only the class count is wrong
+    for name in ("plans.json", "dataset.json"):
+        copy.mkdir(parents=True, exist_ok=True)
+        shutil.copy(run / name, copy / name)
+    for k in range(1, 5):
+        shutil.copytree(run / f"fold_{k}" / "validation", copy / f"fold_{k}" / "validation",
+                        ignore=shutil.ignore_patterns("*.nii.gz", "*.json"))
+    npz = sorted((copy / "fold_2" / "validation").glob("*.npz"))[0]
+    with np.load(npz) as data:
+        probs = data["probabilities"]
+    np.savez_compressed(npz, probabilities=probs[:2])  # anterior / posterior merged away: two classes
+    out = tmp_path / "audit.csv"
+    proc = _run([BIN / "nnunet-diet", "audit", _fold_folder(root, 0), "--cleanlab", copy, "-o", out], _env(root),
+                check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"nnunet-diet audit: error: {npz}: 2 classes, the dataset has 3: "
+                                                "predictions of another dataset?"]
+    assert not out.exists()

@@ -168,12 +168,12 @@ def cleanlab_scores(run: Path, cases: list[str], labels: dict[str, Path], datase
     """cleanlab's label-quality score (softmin, lower = more likely mislabeled) of each case, from the
     out-of-fold softmax nnU-Net wrote (``validation/<case>.npz``, key ``probabilities``, in the raw image's
     geometry) and the case's label file read with the same nnU-Net reader; 3D folded as the module says."""
+    predictions = out_of_fold_predictions(run, cases, dataset)  # the file checks first: they need no cleanlab
+    reader, label_manager = _reader_and_labels(run)
     try:
         from cleanlab.segmentation.rank import get_label_quality_scores
     except ImportError:
         raise DietError(f"--cleanlab needs cleanlab: {INSTALL_CLEANLAB}") from None
-    predictions = out_of_fold_predictions(run, cases, dataset)
-    reader, label_manager = _reader_and_labels(run)
     n_classes = label_manager.num_segmentation_heads
     scores = np.empty(len(cases))
     for i, case in enumerate(cases):
