@@ -27,6 +27,10 @@
 5. ``--monailabel``: ``nnunet-diet audit`` on the scoring fold, a real MONAI Label server (``monailabel_app``)
    and MONAI Label's own client asking for the next ``audit`` sample: corrupted cases among the first 10 % /
    20 % served.
+6. Printed per run: the tables over all corrupted cases, AP per type and Dice bin, AUROC / AP / recall per type
+   for the main methods (``MAIN_METHODS``), how early AP >= 0.95, and the training compute measured from
+   nnU-Net's own epoch times (the scoring run to its end, stop and ``--at`` points against cleanlab's five
+   plain trainings). ``--tables JSON ...`` prints the same from stored results without scoring anything.
 
 Run:  .venv/bin/python benchmarks/make_nnunet_datasets.py polyp -n 50 --max-side 32 -o /tmp/raw/Polyp100px32
       OMP_NUM_THREADS=1 .venv/bin/python benchmarks/label_audit.py --raw /tmp/raw/Polyp100px32 --dataset-id 960 \
@@ -38,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -65,6 +70,9 @@ TYPES = ("erased", "swapped", "translated", "dilated", "eroded", "half", "partia
 # the sensitivity curve's bins of Dice(corrupted, clean) and the issue's "subtle" cut (survives a quick look)
 DICE_BINS = ((0.9, 1.0), (0.8, 0.9), (0.6, 0.8), (0.3, 0.6), (0.0, 0.3))
 SUBTLE = 0.8
+# the rows of the per-type table: the audit's own order (exact DAD at the stop-rule window, else the last) and
+# the scores it is compared with
+MAIN_METHODS = ("DAD exact, stop", "DAD online, stop", "EL2N", "EL2Nx", "cleanlab (5 folds, out-of-fold)", "random")
 
 
 # ---------------------------------------------------------------------------- label files
@@ -431,6 +439,8 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
               "stable_top10_from_epoch": stable_from(store, args.window),
               "stop_epoch": dad_trajectory(store["dice_exact"], args.window).stop_epoch, "methods": {},
               "corrupted_cases": {i: manifest[i] for i in ids if i in manifest}}
+    result["epoch_seconds"] = {str(f): epoch_seconds(results / f"fold_{f}") for f in range(5)
+                               if trained(results / f"fold_{f}")}
     result["ap_by_window"] = ap_by_window(store, args.window, bad)
     result["ap_by_epoch"] = ap_by_epoch(store, args.window, bad, kinds)
     if args.monailabel:
@@ -468,6 +478,16 @@ def corrupted_ranks(score: np.ndarray, ids: list[str], bad: np.ndarray) -> dict[
     return {i: int(rank[k]) for k, i in enumerate(ids) if bad[k]}
 
 
+def epoch_seconds(fold: Path) -> list[float]:
+    """nnU-Net's own epoch times of a training (``Epoch time: X s`` in its newest ``training_log_*.txt``; the
+    log names are not zero-padded, hence by modification time)."""
+    logs = list(fold.glob("training_log_*.txt"))
+    if not logs:
+        return []
+    text = max(logs, key=lambda p: p.stat().st_mtime).read_text()
+    return [float(x) for x in re.findall(r"Epoch time: ([\d.]+) s", text)]
+
+
 def score_groups(score: np.ndarray, bad: np.ndarray, kinds: np.ndarray, dice: np.ndarray) -> dict:
     """:func:`metrics` on all corrupted cases, on each type and on each Dice bin (against the clean cases)."""
     rows = {"all": metrics(score, bad, np.ones(len(score), bool))}
@@ -478,15 +498,23 @@ def score_groups(score: np.ndarray, bad: np.ndarray, kinds: np.ndarray, dice: np
     return rows
 
 
+def ms(values: list[float]) -> str:
+    """Mean ± (population) std over seeds, or the one value."""
+    return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+
+def kinds_of(results: list[dict]) -> list[str]:
+    """The corruption types scored in any seed (the per-type groups of :func:`score_groups`)."""
+    groups = {k for r in results for m in r["methods"].values() for k in m["metrics"] if k != "all"}
+    return sorted(k for k in groups if not k.startswith("Dice"))
+
+
 def table(results: list[dict]) -> str:
     """Markdown: per method, mean ± std over seeds of each metric on all corrupted cases, then AP per type."""
     names = list(results[0]["methods"])
     groups = {k for r in results for k in next(iter(r["methods"].values()))["metrics"] if k != "all"}
-    kinds = sorted(k for k in groups if not k.startswith("Dice"))
+    kinds = kinds_of(results)
     bins = [k for k in (*(f"Dice {lo:.1f}-{hi:.1f}" for lo, hi in DICE_BINS), f"Dice >= {SUBTLE}") if k in groups]
-
-    def ms(values: list[float]) -> str:
-        return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
     lines = ["| method | iterations | AUROC | AP | recall first 10 % | recall first 20 % |",
              "|---|---|---|---|---|---|"]
@@ -506,6 +534,86 @@ def table(results: list[dict]) -> str:
                 cells.append(ms(vals) if vals else "-")
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def type_table(results: list[dict], names: tuple[str, ...] = MAIN_METHODS) -> str:
+    """Markdown: per corruption type and method (``names`` the results have), AUROC, AP and recall in the first
+    10 % / 20 % of the whole queue of that type's corrupted training cases against the clean ones
+    (:func:`score_groups`), mean ± std over the seeds that have the type among their training cases."""
+    names = tuple(n for n in names if all(n in r["methods"] for r in results))
+    lines = ["| type (cases per seed) | method | AUROC | AP | recall first 10 % | recall first 20 % |",
+             "|---|---|---|---|---|---|"]
+    for kind in kinds_of(results):
+        have = [r for r in results if kind in next(iter(r["methods"].values()))["metrics"]]
+        cases = " / ".join(str(sum(c["type"] == kind for c in r["corrupted_cases"].values())) for r in have)
+        label = f"{kind} ({cases}; seed{'s' if len(have) > 1 else ''} {', '.join(str(r['seed']) for r in have)})"
+        for n in names:
+            m = [r["methods"][n]["metrics"][kind] for r in have]
+            cells = " | ".join(ms([x[k] for x in m]) for k in ("AUROC", "AP", "R@10%", "R@20%"))
+            lines.append(f"| {label} | {n} | {cells} |")
+            label = ""
+    return "\n".join(lines)
+
+
+def compute_table(results: list[dict]) -> str:
+    """Markdown: the training compute each seed's DAD points needed, measured as the sum of nnU-Net's epoch
+    times (:func:`epoch_seconds`): the scoring run (fold 0, exact mode) to its end, to the exact stop-rule window
+    and to each ``--at`` point, and each against cleanlab's five plain trainings (its fold 0 would be a plain
+    one too: five times the mean of folds 1-4). Wall time under whatever load the runs had, not a timing."""
+    points = [n for n in results[0]["methods"] if n in ("DAD exact, end", "DAD exact, stop")
+              or n.startswith("DAD exact, at ")]
+    lines = ["| seed | plain folds 1-4 (s) | " + " | ".join(f"{p} (s; of cleanlab's)" for p in points) + " |",
+             "|---" * (len(points) + 2) + "|"]
+    for r in results:
+        secs = r.get("epoch_seconds", {})
+        plain = [sum(secs[f]) for f in ("1", "2", "3", "4") if secs.get(f)]
+        if not secs.get("0"):
+            continue
+        cells = []
+        for p in points:
+            epoch = int(r["methods"][p]["note"].split()[1])
+            used = sum(secs["0"][: epoch + 1])
+            cells.append(f"{used:.0f}" + (f" ({used / (5 * np.mean(plain)):.2f})" if len(plain) == 4 else ""))
+        lines.append(f"| {r['seed']} | {', '.join(f'{x:.0f}' for x in plain) or '-'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def report(results: list[dict]) -> str:
+    """Every table of the results (seeds in order): overall and per type, per type in full, the
+    ``cleanlab_subset`` of the last seed, how early AP >= 0.95, the measured compute."""
+    out = [table(results), "", "per type (that type's corrupted training cases against the clean ones):",
+           type_table(results)]
+    if "cleanlab_subset" in results[-1]:
+        part = results[-1]["cleanlab_subset"]
+        out += ["", f"cleanlab from folds {part['folds']} of 1-4 only: the {part['cases']} training cases they "
+                    f"validated ({part['corrupted']} corrupted), every queue cut to them:", table([part])]
+    if all("ap_by_epoch" in r for r in results):
+        out += ["", "first epoch with AP >= 0.95 / from which it stays (a run stopped there; per seed):",
+                early_table(results)]
+    compute = compute_table(results)
+    if compute:
+        out += ["", "training compute (sums of nnU-Net's epoch times):", compute]
+    return "\n".join(out)
+
+
+def load_results(paths: list[Path]) -> list[dict]:
+    """The seeds of stored results files (``label_audit*.json``), in the order given; bad input: SystemExit(2)
+    with one line naming the file."""
+    results = []
+    for path in paths:
+        try:
+            seeds = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise SystemExit(_bad(f"{path}: cannot read a results file ({e.__class__.__name__}: {e})"))
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(r, dict) and "methods" in r for r in seeds):
+            raise SystemExit(_bad(f"{path}: not a results file of label_audit.py (a list of seeds with 'methods')"))
+        results += seeds
+    return results
+
+
+def _bad(line: str) -> int:
+    print(f"label_audit.py: {line}", file=sys.stderr)
+    return 2
 
 
 def early_table(results: list[dict]) -> str:
@@ -569,7 +677,7 @@ def plot_sensitivity(results: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    NnunetRuns.add_arguments(parser, configuration="2d", work="/tmp/diet_label_audit", epochs=10)
+    NnunetRuns.add_arguments(parser, configuration="2d", work="/tmp/diet_label_audit", epochs=10, required=False)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="corruption seeds")
     parser.add_argument("--fraction", type=float, default=0.1, help="share of labels corrupted")
     parser.add_argument("--types", nargs="+", default=[t for t in TYPES if t != "partial"], type=corruption_type,
@@ -583,7 +691,15 @@ def main() -> None:
                         help="serve the audit order through a real MONAI Label server; count corrupted cases "
                              "among the first 10 %% / 20 %% served")
     parser.add_argument("--analyse-only", action="store_true", help="train nothing: score the finished folds")
+    parser.add_argument("--tables", type=Path, nargs="+", metavar="JSON",
+                        help="train and score nothing: print the tables of stored results (label_audit.json / "
+                             "label_audit_partial.json of earlier runs; their seeds in the order given)")
     args = parser.parse_args()
+    if args.tables:
+        print(report(load_results(args.tables)))
+        return
+    if args.raw is None or args.dataset_id is None:
+        parser.error("--raw and --dataset-id are required (unless --tables)")
     args.work = args.work.resolve()
     results = []
     out = args.work / ("label_audit_partial.json" if args.analyse_only else "label_audit.json")
@@ -591,14 +707,7 @@ def main() -> None:
         results.append(one_seed(args, seed))
         out.write_text(json.dumps(results, indent=2))
         print(json.dumps({k: v for k, v in results[-1].items() if k != "methods"}, indent=1))
-        print(table(results))
-        if "cleanlab_subset" in results[-1]:
-            part = results[-1]["cleanlab_subset"]
-            print(f"\ncleanlab from folds {part['folds']} of 1-4 only: the {part['cases']} training cases they "
-                  f"validated ({part['corrupted']} corrupted), every queue cut to them:")
-            print(table([part]))
-        print("\nfirst epoch with AP >= 0.95 / from which it stays (a run stopped there; per seed):")
-        print(early_table(results), flush=True)
+        print(report(results), flush=True)
     if any(":" in t for t in args.types):
         plot_sensitivity(results, out.with_suffix(".png"))
         print(f"sensitivity curve: {out.with_suffix('.png')}")

@@ -29,10 +29,12 @@ class NnunetRuns:
         self.splits_file = Path(self.env["nnUNet_preprocessed"]) / self.name / "splits_final.json"
 
     @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser, configuration: str, work: str, epochs: int) -> None:
-        """The dataset, work folder and schedule options every nnU-Net benchmark takes."""
-        parser.add_argument("--raw", type=Path, required=True, help="raw dataset (make_nnunet_datasets.py)")
-        parser.add_argument("--dataset-id", type=int, required=True)
+    def add_arguments(parser: argparse.ArgumentParser, configuration: str, work: str, epochs: int,
+                      required: bool = True) -> None:
+        """The dataset, work folder and schedule options every nnU-Net benchmark takes (``required=False``: a
+        benchmark with a mode that needs no dataset checks ``--raw`` / ``--dataset-id`` itself)."""
+        parser.add_argument("--raw", type=Path, required=required, help="raw dataset (make_nnunet_datasets.py)")
+        parser.add_argument("--dataset-id", type=int, required=required)
         parser.add_argument("--configuration", default=configuration)
         parser.add_argument("--work", type=Path, default=Path(work))
         parser.add_argument("--epochs", type=int, default=epochs)

@@ -2,8 +2,10 @@
 
 DAD paper (He et al. 2023), Sec. 4.2: a case the network keeps segmenting badly (low DAD) is worth a
 look, its annotation may be wrong. The audit orders the cases of one scoring run by DAD at the scoring
-window (Eq. 3; lowest first, as the MONAI Label app's ``dad_hardest`` queue) and says *why* each flagged
-case is there, from its whole trajectory:
+window (Eq. 3; lowest first), except that a case whose label has no foreground goes first and a case
+without a Dice in that window goes last (:func:`review_order`; the MONAI Label app's ``audit`` strategy serves
+this order, its ``dad_hardest`` queue the plain DAD ranks), and says *why* each flagged case is there, from
+its whole trajectory:
 
 - ``no foreground in the label``: EL2Nx was never defined (no foreground voxel in any recorded patch);
   such a case goes first even when its DAD is undefined (network and label both empty: Dice NaN);
