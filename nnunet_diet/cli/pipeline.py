@@ -322,8 +322,8 @@ def run(args: argparse.Namespace) -> int:
                                   "nnUNetPlans_lite", "-device", args.device], dict(train_env, NNUNET_DIET_STOP="0"),
                                  logs / f"retrain_fold{fold}.log"))
     try:
-        # alone: every other step waits for it (on 2 cores one training on 2 threads takes ~5 s an epoch, one of
-        # two side by side on 1 thread each ~8 s: docs/benchmarks.md, "make demo")
+        # alone: every other step waits for it (on 2 cores an epoch took 5.7-6.2 s alone on 2 threads, 8.2 s on
+        # 1 thread beside another training: docs/benchmarks.md, "the scoring run alone")
         _step(f"train {trainer} on fold 0, recording per-case Dice (DAD window {args.window}), until the stop rule "
               "fires; nnU-Net's final validation skipped", [BIN / "nnUNetv2_train", d, "3d_fullres", "0", "-tr",
                                                             trainer, "-p", "nnUNetPlans_lite", "-device", args.device],
