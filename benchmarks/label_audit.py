@@ -11,7 +11,9 @@
    label, centre-cropped / padded to this case's shape); ``dilated:R`` / ``eroded:R`` / ``partial:S`` give
    each case its own strength (the sensitivity curve: AP per strength against its Dice to the clean mask).
 2. One scoring run: fold 0 of nnU-Net's own 5-fold split with ``nnUNetTrainerDADAdam_{E}epochs_{I}iters``
-   (stop rule reporting only, exact mode every ``--exact-every`` epochs, ``--npz``) -> DAD online and exact
+   (stop rule reporting only, exact mode every ``--exact-every`` epochs; nnU-Net's final validation with
+   ``--npz`` only for ``--cleanlab``, which reads it; a fold trained without it is validated with ``--val``
+   when ``--cleanlab`` comes later) -> DAD online and exact
    (at the end, at the stop-rule window and after ``--at`` shares of the schedule), EL2N and EL2Nx (exact
    series, all epochs and the first ``--at`` share), the AP of the DAD queue at every window.
 3. ``--cleanlab``: folds 1-4 with the same trainer and schedule (``--npz``, no exact mode) -> cleanlab's
@@ -181,7 +183,9 @@ def mean_dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def corrupt_dataset(clean: Path, out: Path, seed: int, fraction: float, types: list[str], radius: int) -> dict:
-    """Copy ``clean`` to ``out`` with ``fraction`` of its labels corrupted; returns ``case -> {type, dice}``."""
+    """Copy ``clean`` to ``out`` with ``fraction`` of its labels corrupted; returns ``case -> {type, dice}``.
+    Written under a temporary name and renamed when complete, so a run killed here leaves no half-corrupted
+    ``out`` behind that a later run would take for done."""
     if out.exists():
         return json.loads((out / "corruption.json").read_text())
     meta = json.loads((clean / "dataset.json").read_text())
@@ -195,16 +199,19 @@ def corrupt_dataset(clean: Path, out: Path, seed: int, fraction: float, types: l
     rng = np.random.default_rng(seed)
     candidates = [c for c in cases if (labels[c][0] > 0).any()]
     chosen = sorted(rng.choice(candidates, int(round(fraction * len(cases))), replace=False))
-    shutil.copytree(clean, out)
+    part = out.with_name(out.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    shutil.copytree(clean, part)
     manifest = {}
     for i, case in enumerate(chosen):
         kind = types[i % len(types)]
         label, ref = labels[case]
         other = labels[str(rng.choice([c for c in candidates if c != case]))][0]
         bad = corrupt(label, kind, radius, other)
-        write_label(out / "labelsTr" / f"{case}{ending}", bad, ref)
+        write_label(part / "labelsTr" / f"{case}{ending}", bad, ref)
         manifest[case] = {"type": kind, "dice_to_clean": round(mean_dice(bad, label), 4)}
-    (out / "corruption.json").write_text(json.dumps(manifest, indent=2))
+    (part / "corruption.json").write_text(json.dumps(manifest, indent=2))
+    part.rename(out)
     return manifest
 
 
@@ -348,17 +355,26 @@ def run_folder(args: argparse.Namespace, raw: Path, dataset_id: int) -> tuple[st
     return name, args.work / "nnUNet_results" / name / f"{trainer}__nnUNetPlans_lite__{args.configuration}"
 
 
-def trained(folder: Path) -> bool:
-    return (folder / "validation" / "summary.json").is_file()
+def trained(folder: Path, validated: bool = True) -> bool:
+    """The fold's training finished and, if ``validated``, nnU-Net's final validation (softmax ``.npz``) too."""
+    return (folder / "checkpoint_final.pth").is_file() and (
+        not validated or (folder / "validation" / "summary.json").is_file())
 
 
-def train(runs: NnunetRuns, fold: int, exact_every: int) -> Path:
+def train(runs: NnunetRuns, fold: int, exact_every: int, validate: bool) -> Path:
+    """Train ``fold`` unless done; ``validate``: with nnU-Net's final validation (``--npz``, what cleanlab
+    reads), else without (``NNUNET_DIET_FINAL_VALIDATION=0``: a scoring run whose validation nothing reads;
+    5.5 of 20 min per 3D run). A fold trained without it is validated later by ``nnUNetv2_train --val``."""
     folder = runs.results / f"fold_{fold}"
-    if not trained(folder):
-        env = dict(runs.env, NNUNET_DIET_STOP="0", NNUNET_DIET_EXACT_EVERY=str(exact_every))
-        _step(f"train fold {fold}", [BIN / "nnUNetv2_train", runs.d, runs.c, str(fold), "-tr", runs.trainer, "-p",
-                                     "nnUNetPlans_lite", "-device", "cpu", "--npz"], env,
-              runs.work / "logs" / f"{runs.name}_fold{fold}.log")
+    cmd = [BIN / "nnUNetv2_train", runs.d, runs.c, str(fold), "-tr", runs.trainer, "-p", "nnUNetPlans_lite",
+           "-device", "cpu", "--npz"]
+    log = runs.work / "logs" / f"{runs.name}_fold{fold}.log"
+    if not trained(folder, validated=False):
+        env = dict(runs.env, NNUNET_DIET_STOP="0", NNUNET_DIET_EXACT_EVERY=str(exact_every),
+                   NNUNET_DIET_FINAL_VALIDATION=str(int(validate)))
+        _step(f"train fold {fold}", cmd, env, log)
+    elif validate and not trained(folder):
+        _step(f"validate fold {fold}", [*cmd, "--val"], runs.env, log.with_name(f"{log.stem}_val.log"))
     return folder
 
 
@@ -416,11 +432,11 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
     manifest = corrupt_dataset(args.raw, raw, seed, args.fraction, args.types, args.radius)
     name, results = run_folder(args, raw, args.dataset_id + seed)
     folds = range(5) if args.cleanlab else range(1)
-    if not args.analyse_only and not all(trained(results / f"fold_{f}") for f in folds):
+    if not args.analyse_only and not all(trained(results / f"fold_{f}", args.cleanlab) for f in folds):
         runs = NnunetRuns(raw, args.dataset_id + seed, args.configuration, args.work, args.epochs,
                           args.iterations, args.window)
         for fold in folds:
-            train(runs, fold, args.exact_every if fold == 0 else 0)
+            train(runs, fold, args.exact_every if fold == 0 else 0, validate=args.cleanlab)
     store = DynamicsStore.load(results / "fold_0" / "dad" / "dynamics.npz")
     cl, cl_part, done = None, None, [f for f in range(1, 5) if trained(results / f"fold_{f}")]
     ids = [str(i) for i in store.ids]
@@ -440,7 +456,7 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
               "stop_epoch": dad_trajectory(store["dice_exact"], args.window).stop_epoch, "methods": {},
               "corrupted_cases": {i: manifest[i] for i in ids if i in manifest}}
     result["epoch_seconds"] = {str(f): epoch_seconds(results / f"fold_{f}") for f in range(5)
-                               if trained(results / f"fold_{f}")}
+                               if trained(results / f"fold_{f}", validated=False)}
     result["ap_by_window"] = ap_by_window(store, args.window, bad)
     result["ap_by_epoch"] = ap_by_epoch(store, args.window, bad, kinds)
     if args.monailabel:
