@@ -32,7 +32,8 @@
 6. Printed per run: the tables over all corrupted cases, AP per type and Dice bin, AUROC / AP / recall per type
    for the main methods (``MAIN_METHODS``), how early AP >= 0.95, and the training compute measured from
    nnU-Net's own epoch times (the scoring run to its end, stop and ``--at`` points against cleanlab's five
-   plain trainings). ``--tables JSON ...`` prints the same from stored results without scoring anything.
+   plain trainings). ``--tables JSON ...`` prints the same from stored results without scoring anything;
+   ``--tables JSON ... --per-type`` only the per-type table (runs of one type per dataset, pooled by type).
 
 Run:  .venv/bin/python benchmarks/make_nnunet_datasets.py polyp -n 50 --max-side 32 -o /tmp/raw/Polyp100px32
       OMP_NUM_THREADS=1 .venv/bin/python benchmarks/label_audit.py --raw /tmp/raw/Polyp100px32 --dataset-id 960 \
@@ -75,6 +76,9 @@ SUBTLE = 0.8
 # the rows of the per-type table: the audit's own order (exact DAD at the stop-rule window, else the last) and
 # the scores it is compared with
 MAIN_METHODS = ("DAD exact, stop", "DAD online, stop", "EL2N", "EL2Nx", "cleanlab (5 folds, out-of-fold)", "random")
+# --tables --per-type (one corruption type per dataset): also the audit's own order (end) and the 30 % run
+PER_TYPE_METHODS = ("DAD exact, end", "DAD exact, stop", "DAD exact, at 30%", "DAD online, end", "EL2N", "EL2Nx",
+                    "cleanlab (5 folds, out-of-fold)", "random")
 
 
 # ---------------------------------------------------------------------------- label files
@@ -710,9 +714,13 @@ def main() -> None:
     parser.add_argument("--tables", type=Path, nargs="+", metavar="JSON",
                         help="train and score nothing: print the tables of stored results (label_audit.json / "
                              "label_audit_partial.json of earlier runs; their seeds in the order given)")
+    parser.add_argument("--per-type", action="store_true",
+                        help="with --tables: only the per-type table, for runs of one corruption type per dataset "
+                             "(each type's seeds pooled; methods: PER_TYPE_METHODS)")
     args = parser.parse_args()
     if args.tables:
-        print(report(load_results(args.tables)))
+        results = load_results(args.tables)
+        print(type_table(results, PER_TYPE_METHODS) if args.per_type else report(results))
         return
     if args.raw is None or args.dataset_id is None:
         parser.error("--raw and --dataset-id are required (unless --tables)")
