@@ -73,12 +73,13 @@ TYPES = ("erased", "swapped", "translated", "dilated", "eroded", "half", "partia
 # the sensitivity curve's bins of Dice(corrupted, clean) and the issue's "subtle" cut (survives a quick look)
 DICE_BINS = ((0.9, 1.0), (0.8, 0.9), (0.6, 0.8), (0.3, 0.6), (0.0, 0.3))
 SUBTLE = 0.8
+CLEANLAB = "cleanlab (5 folds, out-of-fold)"  # cleanlab's method name in the results and tables
 # the rows of the per-type table: the audit's own order (exact DAD at the stop-rule window, else the last) and
 # the scores it is compared with
-MAIN_METHODS = ("DAD exact, stop", "DAD online, stop", "EL2N", "EL2Nx", "cleanlab (5 folds, out-of-fold)", "random")
+MAIN_METHODS = ("DAD exact, stop", "DAD online, stop", "EL2N", "EL2Nx", CLEANLAB, "random")
 # --tables --per-type (one corruption type per dataset): also the audit's own order (end) and the 30 % run
 PER_TYPE_METHODS = ("DAD exact, end", "DAD exact, stop", "DAD exact, at 30%", "DAD online, end", "EL2N", "EL2Nx",
-                    "cleanlab (5 folds, out-of-fold)", "random")
+                    CLEANLAB, "random")
 
 
 # ---------------------------------------------------------------------------- label files
@@ -266,7 +267,7 @@ def methods(store: DynamicsStore, window: int, iterations: int, seed: int, clean
             out[name] = (suspicion(np.lexsort((ids, -np.nan_to_num(score, nan=-np.inf)))), E * iterations, "")
     if cleanlab is not None:
         q = np.array([cleanlab[c] for c in ids])
-        out["cleanlab (5 folds, out-of-fold)"] = (-q, 5 * store.n_epochs * iterations, "")
+        out[CLEANLAB] = (-q, 5 * store.n_epochs * iterations, "")
     rng = np.random.default_rng(seed)
     out["random"] = (suspicion(rng.permutation(len(ids))), 0, "")
     return out
@@ -523,16 +524,20 @@ def ms(values: list[float]) -> str:
     return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
+def groups_of(results: list[dict]) -> set[str]:
+    """The groups of :func:`score_groups` scored in any seed but ``all``: corruption types and Dice bins."""
+    return {k for r in results for m in r["methods"].values() for k in m["metrics"] if k != "all"}
+
+
 def kinds_of(results: list[dict]) -> list[str]:
     """The corruption types scored in any seed (the per-type groups of :func:`score_groups`)."""
-    groups = {k for r in results for m in r["methods"].values() for k in m["metrics"] if k != "all"}
-    return sorted(k for k in groups if not k.startswith("Dice"))
+    return sorted(k for k in groups_of(results) if not k.startswith("Dice"))
 
 
 def table(results: list[dict]) -> str:
     """Markdown: per method, mean ± std over seeds of each metric on all corrupted cases, then AP per type."""
     names = list(results[0]["methods"])
-    groups = {k for r in results for k in next(iter(r["methods"].values()))["metrics"] if k != "all"}
+    groups = groups_of(results)
     kinds = kinds_of(results)
     bins = [k for k in (*(f"Dice {lo:.1f}-{hi:.1f}" for lo, hi in DICE_BINS), f"Dice >= {SUBTLE}") if k in groups]
 
