@@ -246,8 +246,8 @@ def suspicion(order: np.ndarray) -> np.ndarray:
 
 def methods(store: DynamicsStore, window: int, iterations: int, seed: int, cleanlab: dict | None,
             shares: tuple[float, ...] = ()) -> dict:
-    """``name -> (suspicion per case of store.ids, training iterations it needed, note)``; ``shares``: also
-    DAD, EL2N and EL2Nx from a run stopped after that share of the schedule."""
+    """``name -> (suspicion per case of store.ids, training iterations it needed, last epoch of the scoring run
+    it read or None)``; ``shares``: also DAD, EL2N and EL2Nx from a run stopped after that share of the schedule."""
     ids = store.ids
     first = empty_labels(store, "el2n_exact", "el2nx_exact")
     out = {}
@@ -256,7 +256,7 @@ def methods(store: DynamicsStore, window: int, iterations: int, seed: int, clean
         for where in wheres:
             dad, epoch = _at(store, series, window, where)
             name = f"DAD {label}, " + (f"at {where:.0%}" if isinstance(where, float) else where)
-            out[name] = (suspicion(review_order(dad, ids, first)), (epoch + 1) * iterations, f"epoch {epoch}")
+            out[name] = (suspicion(review_order(dad, ids, first)), (epoch + 1) * iterations, epoch)
     for share in [1.0, *shares]:
         E = budget_epochs(store, share)
         for name, series in (("EL2N", "el2n_exact"), ("EL2Nx", "el2nx_exact")):
@@ -264,12 +264,12 @@ def methods(store: DynamicsStore, window: int, iterations: int, seed: int, clean
             if name == "EL2Nx":
                 score = np.where(first, np.inf, score)  # an empty label has no EL2Nx: reviewed first
             name += "" if share == 1.0 else f", at {share:.0%}"
-            out[name] = (suspicion(np.lexsort((ids, -np.nan_to_num(score, nan=-np.inf)))), E * iterations, "")
+            out[name] = (suspicion(np.lexsort((ids, -np.nan_to_num(score, nan=-np.inf)))), E * iterations, E - 1)
     if cleanlab is not None:
         q = np.array([cleanlab[c] for c in ids])
-        out[CLEANLAB] = (-q, 5 * store.n_epochs * iterations, "")
+        out[CLEANLAB] = (-q, 5 * store.n_epochs * iterations, None)
     rng = np.random.default_rng(seed)
-    out["random"] = (suspicion(rng.permutation(len(ids))), 0, "")
+    out["random"] = (suspicion(rng.permutation(len(ids))), 0, None)
     return out
 
 
@@ -473,9 +473,9 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
             "served": served, "same_as_table": served == first,
             **{f"corrupted_in_first_{n}": sum(c in manifest for c in served[:n])
                for n in (int(np.ceil(0.1 * len(ids))), k)}}
-    for method, (score, iters, note) in methods(store, args.window, args.iterations, seed, cl,
-                                                tuple(args.at)).items():
-        result["methods"][method] = {"iterations": iters, "note": note,
+    for method, (score, iters, epoch) in methods(store, args.window, args.iterations, seed, cl,
+                                                 tuple(args.at)).items():
+        result["methods"][method] = {"iterations": iters, "epoch": epoch,
                                      "metrics": score_groups(score, bad, kinds, dice),
                                      "corrupted_ranks": corrupted_ranks(score, ids, bad)}
     if cl_part is not None:
@@ -484,11 +484,11 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
         q = {i: cl_part.get(i, np.nan) for i in ids}
         result["cleanlab_subset"] = {"folds": done, "cases": int(keep.sum()), "corrupted": int(bad[keep].sum()),
                                      "methods": {}}
-        for method, (score, iters, note) in methods(store, args.window, args.iterations, seed, q,
-                                                    tuple(args.at)).items():
+        for method, (score, iters, epoch) in methods(store, args.window, args.iterations, seed, q,
+                                                     tuple(args.at)).items():
             result["cleanlab_subset"]["methods"][method] = {
-                "iterations": iters, "note": note, "metrics": score_groups(score[keep], bad[keep], kinds[keep],
-                                                                           dice[keep])}
+                "iterations": iters, "epoch": epoch,
+                "metrics": score_groups(score[keep], bad[keep], kinds[keep], dice[keep])}
     return result
 
 
@@ -596,8 +596,7 @@ def compute_table(results: list[dict]) -> str:
             continue
         cells = []
         for p in points:
-            epoch = int(r["methods"][p]["note"].split()[1])
-            used = sum(secs["0"][: epoch + 1])
+            used = sum(secs["0"][: r["methods"][p]["epoch"] + 1])
             cells.append(f"{used:.0f}" + (f" ({used / (5 * np.mean(plain)):.2f})" if len(plain) == 4 else ""))
         lines.append(f"| {r['seed']} | {', '.join(f'{x:.0f}' for x in plain) or '-'} | " + " | ".join(cells) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
