@@ -500,13 +500,14 @@ def corrupted_ranks(score: np.ndarray, ids: list[str], bad: np.ndarray) -> dict[
 
 
 def epoch_seconds(fold: Path) -> list[float]:
-    """nnU-Net's own epoch times of a training (``Epoch time: X s`` in its newest ``training_log_*.txt``; the
-    log names are not zero-padded, hence by modification time)."""
-    logs = list(fold.glob("training_log_*.txt"))
-    if not logs:
-        return []
-    text = max(logs, key=lambda p: p.stat().st_mtime).read_text()
-    return [float(x) for x in re.findall(r"Epoch time: ([\d.]+) s", text)]
+    """nnU-Net's own epoch times of a training (``Epoch time: X s`` in its newest ``training_log_*.txt`` that has
+    any: a later ``nnUNetv2_train --val`` writes a log of its own without epochs; the log names are not
+    zero-padded, hence by modification time)."""
+    for log in sorted(fold.glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime, reverse=True):
+        seconds = [float(x) for x in re.findall(r"Epoch time: ([\d.]+) s", log.read_text())]
+        if seconds:
+            return seconds
+    return []
 
 
 def score_groups(score: np.ndarray, bad: np.ndarray, kinds: np.ndarray, dice: np.ndarray) -> dict:

@@ -244,3 +244,14 @@ def test_audit_puts_translated_and_swapped_labels_first_by_dad(tmp_path):
     assert sum(rank <= HIPPO_HEAD for rank in ranks.values()) >= 2, (ranks, head)
     assert max(ranks.values()) <= HIPPO_ALL_WITHIN, (ranks, head)
     assert list(table["id"]) == list(table.sort_values(["dad", "id"])["id"])  # the order is DAD's
+    # label_audit.py validates a scoring run later (nnUNetv2_train --val, for cleanlab), and that writes a training
+    # log of its own with no epochs: the benchmark's compute figures must still read the training's epoch times
+    _run([BIN / "nnUNetv2_train", "986", "3d_fullres", "all", "-tr", HIPPO_TRAINER, "-p", "nnUNetPlans_lite",
+          "-device", "cpu", "--val"], dict(env, NNUNET_DIET_FINAL_VALIDATION="1", nnUNet_n_proc_DA="0"))
+    assert len(list(fold.glob("training_log_*.txt"))) == 2
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from label_audit import epoch_seconds
+    finally:
+        sys.path.pop(0)
+    assert len(epoch_seconds(fold)) == 10 and all(s > 0 for s in epoch_seconds(fold))
