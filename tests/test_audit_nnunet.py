@@ -187,14 +187,20 @@ HIPPO_HEAD, HIPPO_ALL_WITHIN = 3, 8
 HIPPO_LEARNED = 0.1
 
 
+def _label_audit():
+    """``benchmarks/label_audit.py`` as a module (its corruptions and log reading are what the tests check)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import label_audit
+    finally:
+        sys.path.pop(0)
+    return label_audit
+
+
 def _hippo_prepare(root: Path, seed: int = HIPPO_SEED) -> tuple[dict, dict]:
     """The first ``HIPPO_CASES`` shipped cases with labels corrupted by the benchmark's own function, planned and
     preprocessed (lite plans); returns (corrupted case -> type and Dice to the clean label, env)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        from label_audit import corrupt_dataset
-    finally:
-        sys.path.pop(0)
+    corrupt_dataset = _label_audit().corrupt_dataset
     clean = root / "clean"
     (clean / "imagesTr").mkdir(parents=True)
     (clean / "labelsTr").mkdir()
@@ -249,9 +255,5 @@ def test_audit_puts_translated_and_swapped_labels_first_by_dad(tmp_path):
     _run([BIN / "nnUNetv2_train", "986", "3d_fullres", "all", "-tr", HIPPO_TRAINER, "-p", "nnUNetPlans_lite",
           "-device", "cpu", "--val"], dict(env, NNUNET_DIET_FINAL_VALIDATION="1", nnUNet_n_proc_DA="0"))
     assert len(list(fold.glob("training_log_*.txt"))) == 2
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        from label_audit import epoch_seconds
-    finally:
-        sys.path.pop(0)
-    assert len(epoch_seconds(fold)) == 10 and all(s > 0 for s in epoch_seconds(fold))
+    seconds = _label_audit().epoch_seconds(fold)
+    assert len(seconds) == 10 and all(s > 0 for s in seconds)
