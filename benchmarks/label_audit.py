@@ -18,6 +18,8 @@
    series, all epochs and the first ``--at`` share), the AP of the DAD queue at every window.
 3. ``--cleanlab``: folds 1-4 with the same trainer and schedule (``--npz``, no exact mode) -> cleanlab's
    ``get_label_quality_scores`` on every case's out-of-fold softmax (``nnunet_diet.nnunet.audit``).
+   ``--jobs N``: the trainings of all seeds N at a time, the scoring runs first (one torch thread each on 2
+   cores, as ``nnunet-diet pipeline`` runs its retrainings).
 4. Scored on fold 0's training cases (what DAD sees): AUROC, average precision, recall in the first 10 % /
    20 % of the queue, training iterations each method needed; the epoch from which the first 10 % of the
    exact DAD queue no longer changes. Random order with the same seed as a floor. Also per bin of Dice to the
@@ -36,8 +38,8 @@
    ``--tables JSON ... --per-type`` only the per-type table (runs of one type per dataset, pooled by type).
 
 Run:  .venv/bin/python benchmarks/make_nnunet_datasets.py polyp -n 50 --max-side 32 -o /tmp/raw/Polyp100px32
-      OMP_NUM_THREADS=1 .venv/bin/python benchmarks/label_audit.py --raw /tmp/raw/Polyp100px32 --dataset-id 960 \
-          --configuration 2d --epochs 10 --iterations 10 --window 2 --seeds 0 1 2 --cleanlab
+      .venv/bin/python benchmarks/label_audit.py --raw /tmp/raw/Polyp100px32 --dataset-id 960 \
+          --configuration 2d --epochs 10 --iterations 10 --window 2 --seeds 0 1 2 --cleanlab --jobs 2
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ import numpy as np
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from nnunet_diet.cli.pipeline import BIN, _step
+from nnunet_diet.cli.pipeline import BIN, _Job, _Slots, _step, training_threads
 from nnunet_diet.core.audit import empty_labels, review_order
 from nnunet_diet.core.classification import el2n
 from nnunet_diet.core.dad import dad_trajectory
@@ -366,21 +368,48 @@ def trained(folder: Path, validated: bool = True) -> bool:
         not validated or (folder / "validation" / "summary.json").is_file())
 
 
-def train(runs: NnunetRuns, fold: int, exact_every: int, validate: bool) -> Path:
-    """Train ``fold`` unless done; ``validate``: with nnU-Net's final validation (``--npz``, what cleanlab
-    reads), else without (``NNUNET_DIET_FINAL_VALIDATION=0``: a scoring run whose validation nothing reads;
-    5.5 of 20 min per 3D run). A fold trained without it is validated later by ``nnUNetv2_train --val``."""
+def fold_job(runs: NnunetRuns, fold: int, exact_every: int, validate: bool, threads: str | None) -> _Job | None:
+    """The command that finishes ``fold``, None when it is done; ``validate``: with nnU-Net's final validation
+    (``--npz``, what cleanlab reads), else without (``NNUNET_DIET_FINAL_VALIDATION=0``: a scoring run whose
+    validation nothing reads; 5.5 of 20 min per 3D run). A fold trained without it is validated later by
+    ``nnUNetv2_train --val``. ``threads``: torch threads of the training (None: the environment's)."""
     folder = runs.results / f"fold_{fold}"
     cmd = [BIN / "nnUNetv2_train", runs.d, runs.c, str(fold), "-tr", runs.trainer, "-p", "nnUNetPlans_lite",
            "-device", "cpu", "--npz"]
     log = runs.work / "logs" / f"{runs.name}_fold{fold}.log"
+    env = runs.env if threads is None else dict(runs.env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     if not trained(folder, validated=False):
-        env = dict(runs.env, NNUNET_DIET_STOP="0", NNUNET_DIET_EXACT_EVERY=str(exact_every),
+        env = dict(env, NNUNET_DIET_STOP="0", NNUNET_DIET_EXACT_EVERY=str(exact_every),
                    NNUNET_DIET_FINAL_VALIDATION=str(int(validate)))
-        _step(f"train fold {fold}", cmd, env, log)
-    elif validate and not trained(folder):
-        _step(f"validate fold {fold}", [*cmd, "--val"], runs.env, log.with_name(f"{log.stem}_val.log"))
-    return folder
+        return _Job(log.stem, f"train fold {fold} of {runs.name}", cmd, env, log)
+    if validate and not trained(folder):
+        log = log.with_name(f"{log.stem}_val.log")
+        return _Job(log.stem, f"validate fold {fold} of {runs.name}", [*cmd, "--val"], env, log)
+    return None
+
+
+def train_seeds(args: argparse.Namespace) -> None:
+    """Every seed's trainings, at most ``--jobs`` at a time (then one torch thread each on 2 cores, as
+    ``nnunet-diet pipeline`` shares the machine), the scoring runs first: fold 0 (exact mode) and, with
+    ``--cleanlab``, folds 1-4 (no exact mode). Trainings that are done are skipped."""
+    threads = training_threads(args.jobs, dict(os.environ))
+    jobs = []
+    for seed in args.seeds:
+        raw = args.work / "raw" / f"{args.raw.name}_s{seed}"
+        corrupt_dataset(args.raw, raw, seed, args.fraction, args.types, args.radius)
+        runs = NnunetRuns(raw, args.dataset_id + seed, args.configuration, args.work, args.epochs,
+                          args.iterations, args.window)
+        for fold in range(5) if args.cleanlab else range(1):
+            job = fold_job(runs, fold, args.exact_every if fold == 0 else 0, args.cleanlab, threads)
+            jobs += [(fold > 0, job)] if job else []
+    slots = _Slots(args.jobs)
+    try:
+        for _, job in sorted(jobs, key=lambda j: j[0]):
+            slots.submit(job)
+        for job in slots.jobs:
+            job.check()
+    finally:
+        slots.stop()  # after a failure or Ctrl-C nothing trains on unseen
 
 
 def served_first(runs: NnunetRuns, raw: Path, fold: Path, k: int) -> tuple[list[str], list[str]]:
@@ -436,12 +465,6 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
     raw = args.work / "raw" / f"{args.raw.name}_s{seed}"
     manifest = corrupt_dataset(args.raw, raw, seed, args.fraction, args.types, args.radius)
     name, results = run_folder(args, raw, args.dataset_id + seed)
-    folds = range(5) if args.cleanlab else range(1)
-    if not args.analyse_only and not all(trained(results / f"fold_{f}", args.cleanlab) for f in folds):
-        runs = NnunetRuns(raw, args.dataset_id + seed, args.configuration, args.work, args.epochs,
-                          args.iterations, args.window)
-        for fold in folds:
-            train(runs, fold, args.exact_every if fold == 0 else 0, validate=args.cleanlab)
     store = DynamicsStore.load(results / "fold_0" / "dad" / "dynamics.npz")
     cl, cl_part, done = None, None, [f for f in range(1, 5) if trained(results / f"fold_{f}")]
     ids = [str(i) for i in store.ids]
@@ -715,6 +738,9 @@ def main() -> None:
     parser.add_argument("--monailabel", action="store_true",
                         help="serve the audit order through a real MONAI Label server; count corrupted cases "
                              "among the first 10 %% / 20 %% served")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="trainings at a time (over seeds and folds; > 1: one torch thread each on 2 cores "
+                             "unless OMP_NUM_THREADS is set)")
     parser.add_argument("--analyse-only", action="store_true", help="train nothing: score the finished folds")
     parser.add_argument("--tables", type=Path, nargs="+", metavar="JSON",
                         help="train and score nothing: print the tables of stored results (label_audit.json / "
@@ -732,6 +758,8 @@ def main() -> None:
     args.work = args.work.resolve()
     results = []
     out = args.work / ("label_audit_partial.json" if args.analyse_only else "label_audit.json")
+    if not args.analyse_only:
+        train_seeds(args)
     for seed in args.seeds:
         results.append(one_seed(args, seed))
         out.write_text(json.dumps(results, indent=2))

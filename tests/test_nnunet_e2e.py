@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -169,37 +168,48 @@ def test_prune_rejects_a_malformed_split_file(trained):
         split_file.write_text(good)
 
 
-def test_kill_and_continue_keeps_records_without_gaps_or_duplicates(nnunet_root):
+# nnUNetv2_train whose process is killed (SIGKILL) half-way through writing its 4th checkpoint_latest
+KILLED_WRITING_A_CHECKPOINT = """
+import io, os, signal, sys, torch
+from nnunetv2.run.run_training import run_training_entry
+save, written = torch.save, []
+def save_and_die_on_the_4th_latest(obj, f, *args, **kwargs):
+    if "checkpoint_latest" in str(f):
+        written.append(f)
+        if len(written) == 4:
+            buffer = io.BytesIO()
+            save(obj, buffer)
+            with open(f, "wb") as fh:
+                fh.write(buffer.getvalue()[: buffer.tell() // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+    save(obj, f, *args, **kwargs)
+torch.save = save_and_die_on_the_4th_latest
+sys.argv[0] = "nnUNetv2_train"
+run_training_entry()
+"""
+
+
+def test_killed_while_writing_a_checkpoint_continue_keeps_records_without_gaps_or_duplicates(nnunet_root):
     root = nnunet_root
     env = _env(root, NNUNET_DIET_STOP="0", nnUNet_n_proc_DA="0")
     trainer = "nnUNetTrainerDAD_10epochs_3iters"
     folder = _fold_folder(root, 1, trainer)
-    args = [BIN / "nnUNetv2_train", "991", "3d_fullres", "1", "-tr", trainer, "-p", "nnUNetPlans_lite", "-device",
-            "cpu"]
-    proc = subprocess.Popen([str(a) for a in args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    state = folder / "dad" / "state.json"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if state.is_file() and json.loads(state.read_text())["recorded_epochs"] >= 4:
-            break
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    args = ["991", "3d_fullres", "1", "-tr", trainer, "-p", "nnUNetPlans_lite", "-device", "cpu"]
+    killed = _run([sys.executable, "-c", KILLED_WRITING_A_CHECKPOINT, *args], env, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     before = DynamicsStore.load(folder / "dad" / "dynamics.npz")
-    assert 4 <= before.n_epochs < 10
-    _run(args + ["--c"], env)
+    assert before.n_epochs == 4  # epoch 3 recorded, then killed in its checkpoint: the last one is epoch 2's
+    _run([BIN / "nnUNetv2_train", *args, "--c"], env)
     after = DynamicsStore.load(folder / "dad" / "dynamics.npz")
     assert after.n_epochs == 10
     assert np.isfinite(after["el2n"]).any(axis=0).all()  # no gap
     assert (np.isfinite(after["el2n"]).sum(axis=0) <= 6).all()  # no epoch recorded twice (6 draws an epoch)
-    # checkpoint_latest is written every epoch after the records, so the run resumed at the last recorded
-    # epoch or the one before: every earlier epoch is kept exactly as it was
+    # resumed from epoch 2's checkpoint: epoch 3 is trained and recorded again, every earlier epoch kept
     rows = after.index_of(before.ids)
-    np.testing.assert_array_equal(after["el2n"][rows, : before.n_epochs - 1],
-                                  before["el2n"][:, : before.n_epochs - 1])
+    np.testing.assert_array_equal(after["el2n"][rows, :3], before["el2n"][:, :3])
     log = "".join(p.read_text() for p in sorted(folder.glob("training_log_*.txt")))
     assert log.count("nnunet-diet DAD settings") == 2
+    assert (folder / "checkpoint_final.pth").is_file() and not list(folder.glob("*.partial"))
 
 
 def test_stop_rule_ends_the_run_and_continue_does_not_train_on(nnunet_root):

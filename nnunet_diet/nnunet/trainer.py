@@ -8,7 +8,8 @@ output the loss already used, to an epoch accumulator; each epoch records per-ca
 EL2Nx in the dynamics store (``<fold>/dad/dynamics.npz``, rewritten atomically every epoch); every
 Delta t epochs DAD, sigma and the moving distance L are computed by the core library and logged.
 When the stop rule fires the run ends cleanly (``checkpoint_final.pth``; ``dad/state.json``
-remembers the stop so that ``--c`` does not train on). Optional exact mode (:mod:`.exact`) adds
+remembers the stop so that ``--c`` does not train on); checkpoints are renamed into place, so a run
+killed while writing one continues from the one before. Optional exact mode (:mod:`.exact`) adds
 ``*_exact`` series measured every k epochs on fixed patches. Settings: :mod:`nnunet_diet.nnunet.config`.
 """
 
@@ -226,6 +227,17 @@ class DADRecordingMixin:
                                               stop_fired=self.dad_stop_epoch == epoch, may_stop=self.dad_config.stop))
         if self.dad_config.stop and self.dad_stop_epoch is not None and self.dad_stop_epoch <= epoch:
             raise _DADStop
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written to ``<filename>.partial`` and renamed over ``filename``: a run killed
+        while it writes one (every epoch in the short variants) keeps the previous checkpoint for ``--c``."""
+        partial = f"{filename}.partial"
+        super().save_checkpoint(partial)
+        if self.local_rank == 0 and os.path.isfile(partial):  # not written when checkpointing is disabled
+            with open(partial, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(partial, filename)
 
     # ------------------------------------------------------------------ end
     def _dad_seconds(self) -> dict:
